@@ -1,0 +1,3 @@
+from regsidecar.cli import main
+
+raise SystemExit(main())

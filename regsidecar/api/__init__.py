@@ -1,0 +1,1 @@
+"""HTTP edge: the aiohttp application, thin handlers, OCI error rendering."""

@@ -1,0 +1,154 @@
+"""Thin handlers: parse -> service -> respond. No storage logic lives here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.web_request import BaseRequest
+
+from regsidecar.api.keys import REGISTRY
+from regsidecar.errors import OCIError, PaginationInvalid, StorageError, Unsupported
+from regsidecar.oci import mediatypes
+from regsidecar.oci.ranges import parse_range
+from regsidecar.oci.reference import Digest
+from regsidecar.oci.routes import Route, parse_path
+from regsidecar.service import LocalBlob
+
+log = logging.getLogger(__name__)
+
+READ_ONLY = (
+    "regsidecar serves pulls only; push to the registry that writes the bucket "
+    "(a registry:2 with write credentials)"
+)
+MAX_TAGS_PAGE = 10000
+
+
+class PinnedFileResponse(web.FileResponse):
+    """aiohttp's FileResponse (sendfile, Range, conditional requests) that holds a pin on the
+    cached blob while it is being sent, so eviction cannot choose it mid-response."""
+
+    def __init__(
+        self,
+        path: str,
+        pinned: Callable[[], AbstractContextManager[None]],
+        *,
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(path, headers=headers)
+        self._pinned = pinned
+
+    async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
+        with self._pinned():
+            return await super().prepare(request)
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Every /v2 path: parse it into a route, then hand it to the route's handler."""
+    route = parse_path(request.path)
+    method = request.method
+    if route.kind == "upload" or (
+        route.kind in ("manifest", "blob") and method in ("PUT", "DELETE", "POST", "PATCH")
+    ):
+        raise Unsupported(READ_ONLY)
+    if method not in ("GET", "HEAD"):
+        raise Unsupported(f"method {method} is not supported on this endpoint")
+    if route.kind == "base":
+        return web.json_response({})
+    if route.kind == "manifest":
+        return await get_manifest(request, route)
+    if route.kind == "blob":
+        assert route.digest is not None
+        return await get_blob(request, route.name, route.digest)
+    if route.kind == "tags":
+        return await list_tags(request, route.name)
+    raise Unsupported(f"the {route.kind} API is not available", status=404)
+
+
+def _etag_matches(request: web.Request, digest: Digest) -> bool:
+    value = str(digest)
+    return any(
+        v.strip() in (value, f'"{value}"', f'W/"{value}"')
+        for header in request.headers.getall("If-None-Match", [])
+        for v in header.split(",")
+    )
+
+
+async def get_manifest(request: web.Request, route: Route) -> web.StreamResponse:
+    assert route.reference is not None
+    accepts = mediatypes.accepted(request.headers.getall("Accept", []))
+    m = await request.app[REGISTRY].manifest(route.name, route.reference, accepts)
+    headers = {
+        "Docker-Content-Digest": str(m.digest),
+        "ETag": f'"{m.digest}"',
+        "Content-Type": m.media_type,
+    }
+    if _etag_matches(request, m.digest):
+        return web.Response(status=304, headers=headers)
+    # aiohttp sends Content-Length and no body for HEAD.
+    return web.Response(body=m.payload, headers=headers)
+
+
+async def get_blob(request: web.Request, name: str, digest: Digest) -> web.StreamResponse:
+    blob = await request.app[REGISTRY].blob(name, digest)
+    headers = {
+        "Docker-Content-Digest": str(digest),
+        "Content-Type": "application/octet-stream",
+        "Cache-Control": "max-age=31536000",
+        "Accept-Ranges": "bytes",
+    }
+    if _etag_matches(request, digest):
+        return web.Response(status=304, headers=headers)
+    # Validated here so a bad Range gets the OCI error body, whichever path serves the bytes.
+    rng = parse_range(request.headers.get("Range"), blob.size)
+    if isinstance(blob, LocalBlob):
+        headers["X-Cache"] = "hit"
+        return PinnedFileResponse(blob.path, blob.pinned, headers=headers)
+
+    headers["X-Cache"] = "miss"
+    start, end = (rng.start, rng.end) if rng else (0, blob.size - 1)
+    resp = web.StreamResponse(status=206 if rng else 200, headers=headers)
+    resp.content_length = end - start + 1
+    if rng:
+        resp.headers["Content-Range"] = rng.content_range(blob.size)
+    if request.method == "HEAD" or blob.size == 0:
+        await resp.prepare(request)
+        await resp.write_eof()
+        return resp
+    chunks = blob.open(start, end)  # opens the file now, before any await
+    try:
+        await resp.prepare(request)
+        async for chunk in chunks:
+            await resp.write(chunk)
+    except (OCIError, StorageError) as exc:
+        # Headers are out: the only honest signal left is to cut the connection short of
+        # Content-Length, so the client discards what it got.
+        log.warning("blob stream aborted", extra={"digest": str(digest), "error": str(exc)})
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
+    await resp.write_eof()
+    return resp
+
+
+async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
+    n_raw = request.query.get("n")
+    last = request.query.get("last", "")
+    tags = await request.app[REGISTRY].tags(name)
+    if last:
+        tags = [t for t in tags if t > last]
+    headers = {}
+    if n_raw is not None:
+        if not n_raw.isdigit() or len(n_raw) > 9:
+            raise PaginationInvalid(detail={"n": n_raw[:20]})
+        n = min(int(n_raw), MAX_TAGS_PAGE)
+        if len(tags) > n:
+            tags = tags[:n]
+            if n > 0:
+                headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={tags[-1]}>; rel="next"'
+    return web.json_response({"name": name, "tags": tags}, headers=headers)

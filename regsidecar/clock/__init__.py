@@ -1,0 +1,1 @@
+"""Clock handling for S3 request signing."""

@@ -1,0 +1,235 @@
+"""One Settings object, read from defaults < YAML file < ``REGSIDECAR_*`` env < CLI flags.
+
+Every option has a default, a YAML key and an environment variable; the variable is the dotted
+key upper-cased with ``.`` as ``_``::
+
+    listen: 127.0.0.1:5000                  REGSIDECAR_LISTEN
+    data_dir: /var/lib/regsidecar           REGSIDECAR_DATA_DIR
+    storage: s3://bucket/prefix             REGSIDECAR_STORAGE       (or a directory)
+    s3:
+      region: eu-west-1                     REGSIDECAR_S3_REGION
+      endpoint_url: http://127.0.0.1:9000   REGSIDECAR_S3_ENDPOINT_URL
+      path_style: true                      REGSIDECAR_S3_PATH_STYLE
+    cache:
+      max_bytes: 20GiB                      REGSIDECAR_CACHE_MAX_BYTES
+      min_free_bytes: 2GiB                  REGSIDECAR_CACHE_MIN_FREE_BYTES
+      tag_ttl_s: 30                         REGSIDECAR_CACHE_TAG_TTL_S
+
+Credentials are never part of it: boto3's chain (instance role, environment, profile) finds
+them. An invalid value raises :class:`~regsidecar.errors.ConfigError` naming the dotted key.
+
+>>> settings = load_settings(env={"REGSIDECAR_LISTEN": "127.0.0.1:5001"})
+>>> settings.port
+5001
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from regsidecar.errors import ConfigError
+
+ENV_PREFIX = "REGSIDECAR_"
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
+    "ti": 1024**4, "tib": 1024**4,
+}  # fmt: skip
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+
+
+def parse_size(value: Any) -> int:
+    """``20GiB``, ``500MB``, ``1048576`` -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 20GiB")
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.fullmatch(str(value))
+    if m is None or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"expected a size such as 20GiB or 500MB, got {value!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class S3Settings(_Model):
+    """Where the bucket is; used when ``storage`` is an ``s3://`` URL."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    path_style: bool = False
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(30.0, gt=0)
+    max_connections: int = Field(64, ge=1)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"https?://[^/]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+class CacheSettings(_Model):
+    max_bytes: ByteSize = 10 * 1024**3
+    min_free_bytes: ByteSize = 1024**3
+    low_watermark: float = Field(0.9, gt=0, le=1)
+    tag_ttl_s: float = Field(30.0, ge=0)
+    link_ttl_s: float = Field(300.0, ge=0)
+    manifest_memory_bytes: ByteSize = 64 * 1024**2
+
+
+class LogSettings(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    access: bool = True
+
+
+def default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "regsidecar")
+
+
+class Settings(_Model):
+    """Everything the sidecar reads at start-up."""
+
+    listen: str = "127.0.0.1:5000"
+    data_dir: str = Field(default_factory=default_data_dir)
+    storage: str = ""  # s3://bucket[/prefix] or a directory; "" = <data_dir>/registry
+    s3: S3Settings = S3Settings()
+    cache: CacheSettings = CacheSettings()
+    log: LogSettings = LogSettings()
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:5000")
+        return v
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str) -> str:
+        if v.startswith("s3://"):
+            bucket = v[5:].split("/", 1)[0]
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+                raise ValueError(f"invalid S3 bucket name {bucket!r}")
+        elif "://" in v:
+            raise ValueError("expected s3://BUCKET[/PREFIX] or a directory path")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def storage_kind(self) -> Literal["s3", "filesystem"]:
+        return "s3" if self.storage.startswith("s3://") else "filesystem"
+
+    @property
+    def s3_bucket(self) -> str:
+        return self.storage[5:].split("/", 1)[0]
+
+    @property
+    def s3_prefix(self) -> str:
+        parts = self.storage[5:].split("/", 1)
+        return parts[1].strip("/") if len(parts) > 1 else ""
+
+    @property
+    def filesystem_root(self) -> str:
+        return self.storage or os.path.join(self.data_dir, "registry")
+
+    @property
+    def cache_dir(self) -> str:
+        return os.path.join(self.data_dir, "cache")
+
+
+def _leaves(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _leaves(ann, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+OPTION_KEYS: tuple[str, ...] = tuple(_leaves(Settings))
+
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+def _set(tree: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = tree.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(p, "expected a mapping")
+        tree = node
+    tree[leaf] = value
+
+
+def load_settings(
+    config_file: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Merge the layers and validate; ``overrides`` are dotted keys (from CLI flags)."""
+    env = os.environ if env is None else env
+    tree: dict[str, Any] = {}
+    if config_file:
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {config_file}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError("--config", f"{config_file} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("--config", f"{config_file} must hold a mapping")
+        tree = loaded
+    for key in OPTION_KEYS:
+        value = env.get(env_name(key))
+        if value is not None:
+            _set(tree, key, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set(tree, key, value)
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        raise ConfigError(key, f"{msg} (got {_show(err.get('input'))})") from exc
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,62 @@
+"""HTTP Range parsing for blob requests (RFC 9110 section 14), single ranges only.
+
+>>> parse_range("bytes=0-99", 1000)
+ByteRange(start=0, end=99)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from regsidecar.errors import RangeInvalid
+
+_RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
+_MAX_DIGITS = 19  # anything longer cannot be a real offset; avoids huge int parsing
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """An inclusive, satisfiable byte range within an object of known size."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+    def content_range(self, size: int) -> str:
+        return f"bytes {self.start}-{self.end}/{size}"
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """Resolve a ``Range`` header against ``size``.
+
+    Returns None when the whole object should be sent (no header). Raises
+    :class:`RangeInvalid` (416, ``Content-Range: bytes */size``) for a malformed, multi-part or
+    unsatisfiable range: registries only ever need one range, and a client that sent garbage is
+    better told than silently given 200.
+    """
+    if header is None:
+        return None
+    m = _RANGE_RE.fullmatch(header)
+    if m is None:
+        raise RangeInvalid(size, "malformed or multi-part Range header")
+    first, last = m.group(1), m.group(2)
+    if len(first) > _MAX_DIGITS or len(last) > _MAX_DIGITS:
+        raise RangeInvalid(size, "range offset too large")
+    if first == "" and last == "":
+        raise RangeInvalid(size, "empty range")
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeInvalid(size)
+        return ByteRange(max(0, size - suffix), size - 1)
+    start = int(first)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    if last != "" and int(last) < start:
+        raise RangeInvalid(size, "range end before start")
+    if start >= size:
+        raise RangeInvalid(size)
+    return ByteRange(start, end)

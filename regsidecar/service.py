@@ -1,0 +1,391 @@
+"""Pull-through logic: tag -> digest -> manifest -> blobs, from the cache or the store.
+
+The API layer calls four methods (:meth:`Registry.manifest`, :meth:`Registry.blob`,
+:meth:`Registry.tags`, :meth:`Registry.close`) and gets plain values back. Storage errors are
+translated into OCI errors here; handlers never see a driver exception.
+
+* Tags resolve through a short TTL cache; link checks (is this blob/manifest part of this
+  repository?) through a longer one; manifest bytes, immutable per digest, through an
+  in-memory LRU and the disk cache.
+* A blob that is not local is downloaded once however many clients ask
+  (:class:`~regsidecar.cache.singleflight.BlobFetch`): the first request starts a detached
+  download task, every request streams the growing file, the digest is checked before the
+  file is published, and nothing unverified is ever committed.
+* With a filesystem store, blobs are served from the store's own files: no second copy.
+
+>>> registry = await Registry.open(settings)  # doctest: +SKIP
+>>> result = await registry.manifest("app", "v1", accepts)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+
+from cachetools import LRUCache, TTLCache
+
+from regsidecar.cache.singleflight import BlobFetch, SingleFlight
+from regsidecar.cache.store import BlobCache
+from regsidecar.config import Settings
+from regsidecar.errors import (
+    BlobUnknown,
+    IntegrityError,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    NotFound,
+    StorageError,
+    Unavailable,
+    UpstreamUnavailable,
+)
+from regsidecar.oci import mediatypes
+from regsidecar.oci.mediatypes import ManifestInfo
+from regsidecar.oci.reference import Digest, Reference, parse_digest
+from regsidecar.storage.base import Driver
+from regsidecar.storage.filesystem import FilesystemDriver
+from regsidecar.storage.registry import RegistryReader
+from regsidecar.storage.s3 import S3Driver, S3Options
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    digest: Digest
+    payload: bytes
+    info: ManifestInfo
+
+    @property
+    def media_type(self) -> str:
+        return self.info.media_type
+
+
+@dataclass(frozen=True, slots=True)
+class LocalBlob:
+    """A verified file to send with sendfile; hold :meth:`pinned` while sending."""
+
+    digest: Digest
+    path: str
+    size: int
+    pinned: Callable[[], contextlib.AbstractContextManager[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamingBlob:
+    """A blob on its way from the store; :attr:`open` yields bytes start..end inclusive."""
+
+    digest: Digest
+    size: int
+    open: Callable[[int, int], AsyncIterator[bytes]]
+
+
+Blob = LocalBlob | StreamingBlob
+
+
+@contextlib.contextmanager
+def _no_pin() -> Iterator[None]:
+    yield
+
+
+@contextlib.asynccontextmanager
+async def _closing(it: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[bytes]]:
+    """aclosing() for an AsyncIterator that is an async generator at run time."""
+    try:
+        yield it
+    finally:
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _unavailable(exc: StorageError) -> Unavailable:
+    return Unavailable("the image store is unavailable", detail={"reason": str(exc)})
+
+
+class Registry:
+    """The pull-through service over one store, with a local cache for remote stores."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        cache: BlobCache | None,
+        settings: Settings,
+        *,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.driver = driver
+        self.reader = RegistryReader(driver)
+        self.cache = cache
+        self.settings = settings
+        c = settings.cache
+        self._tags: TTLCache[tuple[str, str], Digest] = TTLCache(65536, c.tag_ttl_s, timer=now)
+        self._links: TTLCache[tuple[str, str, str], bool] = TTLCache(
+            262144, c.link_ttl_s, timer=now
+        )
+        self._manifests: LRUCache[Digest, Manifest] = LRUCache(
+            c.manifest_memory_bytes, getsizeof=lambda m: len(m.payload) + 256
+        )
+        self._tag_flights: SingleFlight[tuple[str, str], Digest] = SingleFlight()
+        self._link_flights: SingleFlight[tuple[str, str, str], bool] = SingleFlight()
+        self._manifest_flights: SingleFlight[Digest, Manifest] = SingleFlight()
+        self._fetches: dict[Digest, BlobFetch] = {}
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Registry:
+        driver: Driver
+        cache: BlobCache | None = None
+        if settings.storage_kind == "s3":
+            s3 = settings.s3
+            driver = await S3Driver.open(
+                S3Options(
+                    bucket=settings.s3_bucket,
+                    prefix=settings.s3_prefix,
+                    region=s3.region,
+                    endpoint_url=s3.endpoint_url,
+                    path_style=s3.path_style,
+                    connect_timeout_s=s3.connect_timeout_s,
+                    read_timeout_s=s3.read_timeout_s,
+                    max_connections=s3.max_connections,
+                )
+            )
+            c = settings.cache
+            cache = BlobCache(
+                settings.cache_dir,
+                max_bytes=c.max_bytes,
+                min_free_bytes=c.min_free_bytes,
+                low_watermark=c.low_watermark,
+            )
+            await asyncio.to_thread(cache.open)
+        else:
+            driver = FilesystemDriver(settings.filesystem_root)
+        return cls(driver, cache, settings)
+
+    async def close(self) -> None:
+        for fetch in list(self._fetches.values()):
+            if fetch.task is not None:
+                fetch.task.cancel()
+        tasks = [f.task for f in self._fetches.values() if f.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.driver.close()
+
+    # -- tags and links -----------------------------------------------------------------------
+
+    async def resolve(self, name: str, tag: str) -> Digest:
+        key = (name, tag)
+        digest = self._tags.get(key)
+        if digest is not None:
+            return digest
+
+        async def load() -> Digest:
+            try:
+                d = await self.reader.resolve_tag(name, tag)
+            except NotFound as exc:
+                raise ManifestUnknown(f"unknown tag {name}:{tag}") from exc
+            except StorageError as exc:
+                raise _unavailable(exc) from exc
+            self._tags[key] = d
+            return d
+
+        return await self._tag_flights.do(key, load)
+
+    async def _linked(self, kind: str, name: str, digest: Digest) -> bool:
+        key = (kind, name, str(digest))
+        if self._links.get(key):
+            return True
+
+        async def load() -> bool:
+            try:
+                if kind == "manifest":
+                    ok = await self.reader.has_manifest(name, digest)
+                else:
+                    ok = await self.reader.has_blob(name, digest)
+            except StorageError as exc:
+                raise _unavailable(exc) from exc
+            if ok:
+                self._links[key] = True
+            return ok
+
+        return await self._link_flights.do(key, load)
+
+    async def tags(self, name: str) -> list[str]:
+        try:
+            tags = await self.reader.list_tags(name)
+        except StorageError as exc:
+            raise _unavailable(exc) from exc
+        if tags is None:
+            raise NameUnknown(detail={"name": name})
+        return tags
+
+    # -- manifests ----------------------------------------------------------------------------
+
+    async def manifest(self, name: str, ref: Reference, accepts: frozenset[str]) -> Manifest:
+        """The manifest a client with ``accepts`` gets for ``name:ref`` (Accept as distribution)."""
+        if ref.digest is not None:
+            digest = ref.digest
+        else:
+            assert ref.tag is not None
+            digest = await self.resolve(name, ref.tag)
+        if not await self._linked("manifest", name, digest):
+            raise ManifestUnknown(f"unknown manifest {name}@{digest}")
+        manifest = await self._load_manifest(digest)
+        choice = mediatypes.negotiate(manifest.info, accepts, by_tag=ref.tag is not None)
+        if choice.substitute is None:
+            return manifest
+        try:
+            sub_digest = parse_digest(choice.substitute)
+        except Exception as exc:
+            raise ManifestUnknown("manifest list entry has an invalid digest") from exc
+        if not await self._linked("manifest", name, sub_digest):
+            raise ManifestUnknown(f"unknown manifest {name}@{sub_digest}")
+        sub = await self._load_manifest(sub_digest)
+        mediatypes.check_substitute(sub.info, accepts)
+        return sub
+
+    async def _load_manifest(self, digest: Digest) -> Manifest:
+        m = self._manifests.get(digest)
+        if m is not None:
+            return m
+        return await self._manifest_flights.do(digest, lambda: self._fetch_manifest(digest))
+
+    async def _fetch_manifest(self, digest: Digest) -> Manifest:
+        limit = mediatypes.MAX_MANIFEST_BYTES
+        payload = self.cache.read(digest, limit) if self.cache is not None else None
+        from_store = payload is None
+        if payload is None:
+            try:
+                payload = await self.driver.get(self.reader.blob_key(digest), max_bytes=limit)
+            except NotFound as exc:
+                raise ManifestUnknown(
+                    f"manifest {digest} is linked but its data is missing"
+                ) from exc
+            except StorageError as exc:
+                raise _unavailable(exc) from exc
+        if hashlib.new(digest.algorithm, payload).hexdigest() != digest.hex:
+            if not from_store and self.cache is not None:
+                self.cache.remove(digest)
+            log.error("manifest digest mismatch", extra={"digest": str(digest)})
+            raise Unavailable(
+                "stored manifest does not match its digest", detail={"digest": str(digest)}
+            )
+        try:
+            info = mediatypes.detect(payload)
+        except ManifestInvalid as exc:
+            raise ManifestInvalid(f"stored manifest {digest} is unreadable: {exc.message}") from exc
+        if from_store and self.cache is not None:
+            cache = self.cache
+            try:
+                await asyncio.to_thread(cache.write_verified, digest, payload)
+                cache.record(digest, len(payload))
+            except OSError as exc:
+                # Serving does not depend on the cache write; the next miss tries again.
+                log.warning(
+                    "manifest cache write failed", extra={"digest": str(digest), "error": str(exc)}
+                )
+        m = Manifest(digest, payload, info)
+        self._manifests[digest] = m
+        return m
+
+    # -- blobs --------------------------------------------------------------------------------
+
+    async def blob(self, name: str, digest: Digest) -> Blob:
+        """Where to read ``digest`` from for a client of ``name``."""
+        if not await self._linked("blob", name, digest):
+            raise BlobUnknown(detail={"digest": str(digest)})
+        key = self.reader.blob_key(digest)
+        local = self.driver.local_path(key)
+        if local is not None:
+            try:
+                size = os.stat(local).st_size
+            except FileNotFoundError as exc:
+                raise BlobUnknown(
+                    "blob is linked but its data is missing", detail={"digest": str(digest)}
+                ) from exc
+            return LocalBlob(digest, local, size, _no_pin)
+        assert self.cache is not None, "remote stores always have a cache"
+        cache = self.cache
+        path = cache.lookup(digest)
+        cached_size = cache.size_of(digest)
+        if path is not None and cached_size is not None:
+            return LocalBlob(digest, path, cached_size, lambda: cache.pinned(digest))
+        fetch = self._fetches.get(digest)
+        if fetch is None:
+            try:
+                size = await self.driver.size(key)
+            except NotFound as exc:
+                raise BlobUnknown(
+                    "blob is linked but its data is missing", detail={"digest": str(digest)}
+                ) from exc
+            except StorageError as exc:
+                raise _unavailable(exc) from exc
+            # While we asked for the size another request may have started the download, or
+            # even finished it.
+            path = cache.lookup(digest)
+            if path is not None:
+                return LocalBlob(digest, path, size, lambda: cache.pinned(digest))
+            fetch = self._fetches.get(digest) or self._start_fetch(digest, key, size)
+        return StreamingBlob(digest, fetch.size, fetch.open_reader)
+
+    def _start_fetch(self, digest: Digest, key: str, size: int) -> BlobFetch:
+        assert self.cache is not None
+        self.cache.reserve(size)
+        fetch = BlobFetch(str(digest), size, self.cache.temp_path(digest))
+        # Created synchronously so readers can open the file as soon as they hold the fetch.
+        fd = os.open(fetch.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._fetches[digest] = fetch
+        # Detached from any one request: a client that goes away does not stop the download.
+        fetch.task = asyncio.get_running_loop().create_task(self._download(fetch, digest, key, fd))
+        return fetch
+
+    async def _download(self, fetch: BlobFetch, digest: Digest, key: str, fd: int) -> None:
+        assert self.cache is not None
+        cache = self.cache
+        h = hashlib.new(digest.algorithm)
+        started = time.monotonic()
+        try:
+            try:
+                async with _closing(self.driver.stream(key)) as chunks:
+                    async for chunk in chunks:
+                        if fetch.written + len(chunk) > fetch.size:
+                            raise IntegrityError(key, "store sent more bytes than the blob's size")
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                        h.update(chunk)
+                        fetch.advance(len(chunk))
+                if fetch.written != fetch.size:
+                    raise UpstreamUnavailable(
+                        key, f"short read: {fetch.written} of {fetch.size} bytes"
+                    )
+                if h.hexdigest() != digest.hex:
+                    raise IntegrityError(key, f"content does not match {digest}")
+                await asyncio.to_thread(os.fsync, fd)
+            finally:
+                os.close(fd)
+            final = await asyncio.to_thread(cache.publish, fetch.temp_path, digest)
+            cache.record(digest, fetch.size)
+            fetch.finish(final)
+            log.info(
+                "blob cached",
+                extra={
+                    "digest": str(digest),
+                    "bytes": fetch.size,
+                    "seconds": round(time.monotonic() - started, 3),
+                    "readers": fetch.readers,
+                },
+            )
+        except BaseException as exc:
+            fetch.fail(exc)
+            cache.discard(fetch.temp_path)
+            level = logging.ERROR if isinstance(exc, IntegrityError) else logging.WARNING
+            log.log(level, "blob download failed", extra={"digest": str(digest), "error": str(exc)})
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._fetches.pop(digest, None)

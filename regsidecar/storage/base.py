@@ -1,0 +1,46 @@
+"""The storage driver Protocol: read access to a registry:2 tree, by key.
+
+Drivers know nothing of registries; :mod:`regsidecar.storage.layout` maps objects to keys and
+:class:`regsidecar.storage.registry.RegistryReader` applies distribution's access rules on top.
+Every driver passes the same conformance suite (``tests/storage_conformance.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+CHUNK = 256 * 1024
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """Read-only access to keys of a registry:2 tree.
+
+    Errors: :class:`~regsidecar.errors.NotFound` for a missing key,
+    :class:`~regsidecar.errors.UpstreamUnavailable` for transport trouble; nothing else escapes.
+    """
+
+    description: str
+
+    async def get(self, key: str, *, max_bytes: int) -> bytes:
+        """Whole content of a small object (links, manifests); larger than max_bytes is an error."""
+        ...
+
+    async def size(self, key: str) -> int:
+        """Size in bytes of the object at ``key``."""
+        ...
+
+    def stream(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
+        """Content from ``offset`` to the end, in chunks; close it (aclosing) when done early."""
+        ...
+
+    async def list_children(self, prefix: str) -> list[str]:
+        """Sorted names directly under the directory ``prefix`` (empty if there is none)."""
+        ...
+
+    def local_path(self, key: str) -> str | None:
+        """A local file holding the object, when the driver has one (served with sendfile)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,183 @@
+"""A real moto S3 server as a subprocess, with an S3-side request counter."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .ports import LOOPBACK, free_port, http_status, tail_file, wait_http, wait_until
+from .proc import LoggedProcess, child_env, which
+
+#: Dummy credentials moto accepts (it checks no signature unless auth is enabled).
+ACCESS_KEY = "rigtestaccesskey"
+SECRET_KEY = "rigtestsecretkey"
+REGION = "us-east-1"
+
+# werkzeug: 127.0.0.1 - - [21/Nov/2026 23:25:55] "GET /bucket/key HTTP/1.1" 200 -
+# (the path is percent-decoded and may contain spaces; 4xx/5xx lines carry ANSI colours)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LINE = re.compile(r'\] "(?P<method>[A-Z]+) (?P<path>.*) HTTP/\d(?:\.\d)?" (?P<status>\d{3}) ')
+_SYNC_PATH = "/moto-api/"
+
+
+@dataclass(frozen=True)
+class S3Request:
+    """One request as moto logged it: method, path (incl. query) and status."""
+
+    method: str
+    path: str
+    status: int
+
+
+class MotoServer:
+    """``moto_server -H 127.0.0.1 -p PORT`` in a subprocess (context manager).
+
+    ``requests()`` parses moto's request log; requests to ``/moto-api`` (the
+    rig's own readiness/sync probes) are left out.
+    """
+
+    def __init__(self, port: int | None = None, *, workdir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.host = LOOPBACK
+        self._own_dir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="rig-moto-")) if workdir is None else workdir
+        self.log_path = self.workdir / "moto.log"
+        self._proc: LoggedProcess | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self, deadline_s: float = 30.0) -> MotoServer:
+        t0 = time.monotonic()
+        argv = [which("moto_server"), "-H", self.host, "-p", str(self.port)]
+        # PYTHONUNBUFFERED: every log line reaches the file as soon as it is written.
+        env = child_env({"PYTHONUNBUFFERED": "1"}, unset=["AWS_CA_BUNDLE"])
+        self._proc = LoggedProcess(argv, self.log_path, env=env, cwd=self.workdir)
+        try:
+            wait_http(
+                self.endpoint_url + _SYNC_PATH, deadline_s, ok={200},
+                proc=self._proc.proc, log=self.log_path,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - t0
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.stop()
+            self._proc = None
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> MotoServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- S3 helpers --------------------------------------------------------
+    def client(self) -> Any:
+        """A boto3 S3 client for this server (dummy creds, us-east-1, path style)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+
+    def create_bucket(self, name: str) -> None:
+        self.client().create_bucket(Bucket=name)
+
+    def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """All keys in ``bucket`` under ``prefix`` (sorted)."""
+        keys: list[str] = []
+        for page in self.client().get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix
+        ):
+            keys.extend(o["Key"] for o in page.get("Contents", []))
+        return sorted(keys)
+
+    def get(self, bucket: str, key: str) -> bytes:
+        body: bytes = self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
+
+    # -- request counter ---------------------------------------------------
+    def sync(self, deadline_s: float = 10.0) -> None:
+        """Make the log complete up to now.
+
+        werkzeug logs a request before it sends the response headers, so once a
+        unique marker request has been answered *and* its line is in the file,
+        every request answered before it is in the file too.
+        """
+        marker = f"{_SYNC_PATH}?rig-sync={uuid.uuid4().hex}"
+        if http_status(self.endpoint_url + marker) is None:
+            raise ConnectionError(f"moto at {self.endpoint_url} did not answer the sync probe")
+        needle = marker.encode()
+
+        def logged() -> bool:
+            try:
+                return needle in self.log_path.read_bytes()
+            except OSError:
+                return False
+
+        wait_until(logged, deadline_s, "moto request log sync",
+                   self._proc.proc if self._proc else None, self.log_path)
+
+    def requests(self, *, sync: bool = True, since: int = 0) -> list[S3Request]:
+        """S3 requests moto has answered, oldest first (``since``: skip that many)."""
+        if sync:
+            self.sync()
+        out: list[S3Request] = []
+        text = self.log_path.read_bytes().decode("utf-8", "replace")
+        for line in text.splitlines():
+            m = _LINE.search(_ANSI.sub("", line))
+            if m is None or m["path"].startswith("/moto-api"):
+                continue
+            out.append(S3Request(m["method"], m["path"], int(m["status"])))
+        return out[since:]
+
+    def mark(self) -> int:
+        """Number of S3 requests so far; pass it as ``since=`` to count only later ones."""
+        return len(self.requests())
+
+    def count(
+        self,
+        method: str | None = None,
+        path_substring: str = "",
+        *,
+        status: int | None = None,
+        since: int = 0,
+    ) -> int:
+        """How many logged S3 requests match method (None: any), path substring, status."""
+        return sum(
+            1
+            for r in self.requests(since=since)
+            if (method is None or r.method == method.upper())
+            and path_substring in r.path
+            and (status is None or r.status == status)
+        )
+
+    def log_tail(self) -> str:
+        return tail_file(self.log_path)

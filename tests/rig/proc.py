@@ -1,0 +1,244 @@
+"""Subprocess plumbing shared by the rig: start/stop by PID, run-and-check, binaries."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+#: How long a process gets between SIGTERM and SIGKILL.
+STOP_TIMEOUT_S = 10.0
+
+
+class MissingBinary(RuntimeError):
+    """A required executable is not installed (tests turn this into a skip)."""
+
+
+class CommandFailed(RuntimeError):
+    """A rig command exited non-zero; carries its argv, exit code, stdout and stderr."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        super().__init__(
+            f"command failed (exit {returncode}): {' '.join(self.argv)}\n"
+            f"--- stdout ---\n{stdout[-4000:]}\n--- stderr ---\n{stderr[-4000:]}"
+        )
+
+
+def which(name: str) -> str:
+    """Absolute path of executable ``name``; MissingBinary if it is not on PATH."""
+    path = shutil.which(name)
+    if path is None:
+        raise MissingBinary(f"{name} not found on PATH (see tests/rig/install-deps.sh)")
+    return path
+
+
+def missing(*names: str) -> list[str]:
+    """The subset of ``names`` that is not on PATH (for pytest skip reasons)."""
+    return [n for n in names if shutil.which(n) is None]
+
+
+#: Proxy settings are always dropped from children: rig traffic stays on loopback.
+PROXY_VARS = frozenset(
+    v for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
+    for v in (name, name.upper())
+)
+
+
+def child_env(
+    extra: Mapping[str, str] | None = None, unset: Sequence[str] = ()
+) -> dict[str, str]:
+    """os.environ minus proxy variables and ``unset``, plus ``extra``."""
+    drop = set(unset) | PROXY_VARS
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 300.0,
+    cwd: str | Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to completion (bounded); CommandFailed with both streams if it fails."""
+    try:
+        cp = subprocess.run(
+            list(argv),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        raise CommandFailed(argv, -1, out, err + f"\n[rig] timed out after {timeout_s}s") from e
+    if cp.returncode != 0:
+        raise CommandFailed(argv, cp.returncode, cp.stdout, cp.stderr)
+    return cp
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Stop one process by its PID: SIGTERM, wait, SIGKILL on timeout, reap."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.terminate()
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout_s)
+
+
+def stop_pid(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Stop a process we did not spawn directly (e.g. a daemon's child) by PID.
+
+    Polls /proc until it is gone; SIGKILL after ``timeout_s``.
+    """
+    import signal
+    import time
+
+    def alive() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # A zombie whose parent is gone is reaped by init; treat zombies as dead.
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    if not alive():
+        return
+    os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + timeout_s
+    while alive() and time.monotonic() < end:
+        time.sleep(0.02)
+    if alive():
+        os.kill(pid, signal.SIGKILL)
+        end = time.monotonic() + timeout_s
+        while alive() and time.monotonic() < end:
+            time.sleep(0.02)
+
+
+class LoggedProcess:
+    """One long-running child process whose stdout+stderr go to a log file."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._log: IO[bytes] = open(log_path, "ab")
+        try:
+            self.proc: subprocess.Popen[bytes] = subprocess.Popen(
+                self.argv,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # keep terminal signals (Ctrl-C) away from it
+            )
+        except BaseException:
+            self._log.close()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Terminate by PID, wait, kill on timeout; close the log."""
+        try:
+            stop_process(self.proc, timeout_s)
+        finally:
+            self._log.close()
+
+
+def _unescape_mountinfo(s: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def mounts_under(root: str | Path) -> list[str]:
+    """Mount points at or below ``root`` (from /proc/self/mountinfo), deepest first."""
+    base = os.path.realpath(root)
+    found: list[str] = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mp = _unescape_mountinfo(line.split()[4])
+                if mp == base or mp.startswith(base + "/"):
+                    found.append(mp)
+    except OSError:
+        return []
+    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
+
+
+def unmount_all_under(root: str | Path) -> list[str]:
+    """Unmount everything mounted at/below ``root`` (lazy as a fallback); return what was."""
+    done = []
+    for mp in mounts_under(root):
+        r = subprocess.run(["umount", mp], capture_output=True, text=True)
+        if r.returncode != 0:
+            subprocess.run(["umount", "-l", mp], capture_output=True, text=True)
+        done.append(mp)
+    return done
+
+
+def remove_tree(root: str | Path) -> None:
+    """Unmount whatever is left below ``root``, then delete it.
+
+    Refuses (RuntimeError) to delete a tree that still has something mounted in
+    it: rmtree would walk into the mount.
+    """
+    if not os.path.exists(root):
+        return
+    unmount_all_under(root)
+    left = mounts_under(root)
+    if left:
+        raise RuntimeError(f"not removing {root}: still mounted: {left}")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def private_mounts_argv(binds: Sequence[tuple[str | Path, str]], argv: Sequence[str]) -> list[str]:
+    """Wrap ``argv`` so it runs in a private mount namespace with each ``(src, target)``
+    bind-mounted (src over target) -- how the rig keeps root-only tools from writing
+    fixed host paths (/var/lib/containers, /run/..., /opt/containerd).
+
+    ``unshare`` execs ``sh``, which execs ``argv``: the PID stays the tool's own.
+    The mounts vanish with the namespace, i.e. when its last process exits.
+    """
+    script = " && ".join(
+        f'mount --bind "${{{2 * i + 1}}}" "${{{2 * i + 2}}}"' for i in range(len(binds))
+    )
+    script += f" && shift {2 * len(binds)} && exec \"$@\"" if binds else 'exec "$@"'
+    flat: list[str] = []
+    for src, target in binds:
+        flat += [str(src), target]
+    return [which("unshare"), "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-c", script, "rig-sandbox", *flat, *argv]
+
+
+def can_isolate_mounts() -> bool:
+    """True if we are root and ``unshare`` exists (private mount namespaces work)."""
+    return os.geteuid() == 0 and shutil.which("unshare") is not None

@@ -1,0 +1,159 @@
+"""Stock registry:2 (Debian's ``docker-registry``, distribution 2.8.2) on loopback."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .ports import LOOPBACK, free_port, tail_file, wait_http
+from .proc import LoggedProcess, child_env, which
+
+if TYPE_CHECKING:
+    from .moto import MotoServer
+
+
+class Distribution:
+    """``docker-registry serve CONFIG`` on 127.0.0.1:PORT (context manager).
+
+    Exactly one storage backend:
+      * ``root_dir=`` : filesystem driver, rootdirectory = that dir;
+      * ``s3_endpoint=`` + ``bucket=`` (or ``moto=`` + ``bucket=``): s3 driver,
+        path style, plain http, v4 auth, us-east-1, redirects disabled,
+        optional ``s3_rootdirectory``.
+    The child env has AWS_CA_BUNDLE removed (aws-sdk-go panics on it).
+    ``extra_config`` is deep-merged into the generated YAML/JSON config.
+    """
+
+    def __init__(
+        self,
+        *,
+        root_dir: str | Path | None = None,
+        moto: MotoServer | None = None,
+        s3_endpoint: str | None = None,
+        bucket: str | None = None,
+        s3_rootdirectory: str | None = None,
+        port: int | None = None,
+        delete_enabled: bool = True,
+        log_level: str = "info",
+        extra_config: dict[str, Any] | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        if moto is not None:
+            s3_endpoint = moto.endpoint_url
+        if (root_dir is None) == (s3_endpoint is None):
+            raise ValueError("give exactly one of root_dir= or (moto=|s3_endpoint=) + bucket=")
+        if s3_endpoint is not None and not bucket:
+            raise ValueError("the s3 driver needs bucket=")
+        self.port = port or free_port()
+        self.root_dir = Path(root_dir) if root_dir is not None else None
+        self.s3_endpoint = s3_endpoint
+        self.bucket = bucket
+        self.s3_rootdirectory = s3_rootdirectory
+        self._own_dir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="rig-registry-")) if workdir is None else workdir
+        self.config_path = self.workdir / "config.yml"
+        self.log_path = self.workdir / "registry.log"
+        self.config: dict[str, Any] = self._config(delete_enabled, log_level)
+        if extra_config:
+            _deep_merge(self.config, extra_config)
+        self._proc: LoggedProcess | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def host(self) -> str:
+        """``127.0.0.1:PORT`` (what goes in image references)."""
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def _config(self, delete_enabled: bool, log_level: str) -> dict[str, Any]:
+        storage: dict[str, Any]
+        if self.root_dir is not None:
+            storage = {"filesystem": {"rootdirectory": str(self.root_dir)}}
+        else:
+            from .moto import ACCESS_KEY, REGION, SECRET_KEY
+
+            s3: dict[str, Any] = {
+                "accesskey": ACCESS_KEY,
+                "secretkey": SECRET_KEY,
+                "region": REGION,
+                "regionendpoint": self.s3_endpoint,
+                "bucket": self.bucket,
+                "forcepathstyle": True,
+                "secure": False,
+                "v4auth": True,
+                "encrypt": False,
+            }
+            if self.s3_rootdirectory:
+                s3["rootdirectory"] = self.s3_rootdirectory
+            storage = {"s3": s3}
+        storage["delete"] = {"enabled": delete_enabled}
+        storage["redirect"] = {"disable": True}
+        storage["maintenance"] = {"uploadpurging": {"enabled": False}}
+        return {
+            "version": 0.1,
+            "log": {"level": log_level, "formatter": "text", "accesslog": {"disabled": False}},
+            "storage": storage,
+            "http": {
+                "addr": f"{LOOPBACK}:{self.port}",
+                "secret": secrets.token_hex(16),
+                "headers": {"X-Content-Type-Options": ["nosniff"]},
+            },
+            # no storagedriver health check: it would add periodic S3 requests
+            "health": {"storagedriver": {"enabled": False}},
+        }
+
+    def start(self, deadline_s: float = 30.0) -> Distribution:
+        t0 = time.monotonic()
+        if self.root_dir is not None:
+            self.root_dir.mkdir(parents=True, exist_ok=True)
+        # JSON is valid YAML, so no YAML library is needed.
+        self.config_path.write_text(json.dumps(self.config, indent=2))
+        argv = [which("docker-registry"), "serve", str(self.config_path)]
+        env = child_env(unset=["AWS_CA_BUNDLE"])
+        self._proc = LoggedProcess(argv, self.log_path, env=env, cwd=self.workdir)
+        try:
+            wait_http(self.url + "/v2/", deadline_s, ok={200},
+                      proc=self._proc.proc, log=self.log_path)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - t0
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.stop()
+            self._proc = None
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self) -> str:
+        return tail_file(self.log_path)
+
+    def __enter__(self) -> Distribution:
+        return self.start()
+
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _deep_merge(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_merge(dst[k], v)
+        else:
+            dst[k] = v
