@@ -334,10 +334,10 @@ class Registry:
 
     def _start_fetch(self, digest: Digest, key: str, size: int) -> BlobFetch:
         assert self.cache is not None
-        self.cache.reserve(size)
         fetch = BlobFetch(str(digest), size, self.cache.temp_path(digest))
         # Created synchronously so readers can open the file as soon as they hold the fetch.
         fd = os.open(fetch.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self.cache.reserve(size)
         self._fetches[digest] = fetch
         # Detached from any one request: a client that goes away does not stop the download.
         fetch.task = asyncio.get_running_loop().create_task(self._download(fetch, digest, key, fd))
@@ -348,6 +348,7 @@ class Registry:
         cache = self.cache
         h = hashlib.new(digest.algorithm)
         started = time.monotonic()
+        released = False
         try:
             try:
                 async with _closing(self.driver.stream(key)) as chunks:
@@ -369,6 +370,8 @@ class Registry:
             finally:
                 os.close(fd)
             final = await asyncio.to_thread(cache.publish, fetch.temp_path, digest)
+            cache.release(fetch.size)
+            released = True
             cache.record(digest, fetch.size)
             fetch.finish(final)
             log.info(
@@ -383,6 +386,8 @@ class Registry:
         except BaseException as exc:
             fetch.fail(exc)
             cache.discard(fetch.temp_path)
+            if not released:
+                cache.release(fetch.size)
             level = logging.ERROR if isinstance(exc, IntegrityError) else logging.WARNING
             log.log(level, "blob download failed", extra={"digest": str(digest), "error": str(exc)})
             if not isinstance(exc, Exception):

@@ -19,6 +19,7 @@ from aiohttp import web
 from regsidecar.api import handlers
 from regsidecar.api.keys import REGISTRY, SETTINGS
 from regsidecar.api.middleware import add_api_version, oci_errors
+from regsidecar.api.server import OCIAppRunner
 from regsidecar.config import Settings
 from regsidecar.logs import AccessLogger
 from regsidecar.service import Registry
@@ -53,7 +54,7 @@ def create_app(settings: Settings) -> web.Application:
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM, then drain and close."""
     app = create_app(settings)
-    runner = web.AppRunner(
+    runner = OCIAppRunner(
         app,
         access_log_class=AccessLogger,
         access_log=logging.getLogger("regsidecar.access") if settings.log.access else None,

@@ -63,6 +63,7 @@ class BlobCache:
         self._tmp = os.path.join(self.root, "tmp")
         self.index = LruIndex()
         self.evictions = 0
+        self._incoming = 0  # bytes of downloads in progress, reserved against the limits
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -143,8 +144,13 @@ class BlobCache:
         return os.path.join(self._tmp, f"{digest.hex}.{secrets.token_hex(6)}")
 
     def reserve(self, size: int) -> None:
-        """Evict ahead of a download of ``size`` bytes."""
-        self.evict(incoming=size)
+        """Make room ahead of a download of ``size`` bytes; pair with :meth:`release`."""
+        self._incoming += size
+        self.evict()
+
+    def release(self, size: int) -> None:
+        """A reserved download ended (recorded or discarded)."""
+        self._incoming -= size
 
     def publish(self, temp: str, digest: Digest) -> str:
         """Atomically move a verified, fsynced temp file into place (file ops only: safe to run
@@ -177,13 +183,13 @@ class BlobCache:
 
     # -- eviction -----------------------------------------------------------------------------
 
-    def evict(self, incoming: int = 0) -> int:
+    def evict(self) -> int:
         """Remove least recently used, unpinned blobs until under both limits; bytes freed."""
         victims = self.index.plan(
             max_bytes=self.max_bytes,
             free_bytes=self._free_bytes(self.root),
             min_free_bytes=self.min_free_bytes,
-            incoming=incoming,
+            incoming=self._incoming,
             low_watermark=self.low_watermark,
         )
         freed = 0

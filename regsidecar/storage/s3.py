@@ -43,6 +43,7 @@ class S3Options:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
     max_connections: int = 64
+    list_page_size: int = 1000  # ListObjectsV2 max-keys; small values exercise pagination
 
 
 class S3Driver:
@@ -168,7 +169,12 @@ class S3Driver:
         names: list[str] = []
         token: str | None = None
         while True:
-            params = {"list-type": "2", "prefix": full, "delimiter": "/"}
+            params = {
+                "list-type": "2",
+                "prefix": full,
+                "delimiter": "/",
+                "max-keys": str(self.options.list_page_size),
+            }
             if token:
                 params["continuation-token"] = token
             query = urllib.parse.urlencode(

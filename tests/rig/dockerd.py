@@ -18,7 +18,9 @@ from .ports import tail_file, wait_until
 from .proc import (
     CommandFailed,
     LoggedProcess,
+    can_isolate_mounts,
     child_env,
+    private_mounts_argv,
     remove_tree,
     run,
     stop_pid,
@@ -26,8 +28,14 @@ from .proc import (
 )
 
 _DIGEST_LINE = re.compile(r"^Digest: (sha256:[0-9a-f]{64})\s*$", re.M)
-_DOCKER_ENV_DROP = ["DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH",
-                    "DOCKER_CONFIG", "AWS_CA_BUNDLE"]
+_DOCKER_ENV_DROP = [
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+    "DOCKER_CONFIG",
+    "AWS_CA_BUNDLE",
+]
 
 
 def docker_cli() -> str:
@@ -60,10 +68,21 @@ class Dockerd:
     is not read; it also moves the 20.10 trust key off /etc/docker/key.json).
     Loopback registries are insecure (plain http) by default in dockerd.
     ``daemon_config`` is merged into daemon.json (e.g. ``registry-mirrors``).
+
+    With ``isolate_mounts`` (default when root) it runs in a private mount
+    namespace with temp dirs bound over /run and /opt: it then never sees (or
+    uses) a system containerd at /run/containerd, its managed containerd does
+    not create /opt/containerd, /run/docker/plugins stays private, and the
+    mounts it makes (data-root bind, EXECROOT/netns/default) die with it.
     """
 
-    def __init__(self, *, daemon_config: dict[str, Any] | None = None,
-                 log_level: str = "info") -> None:
+    def __init__(
+        self,
+        *,
+        daemon_config: dict[str, Any] | None = None,
+        log_level: str = "info",
+        isolate_mounts: bool | None = None,
+    ) -> None:
         self.dockerd = which("dockerd")
         self.cli = docker_cli()
         # short path: unix socket paths must fit in 108 bytes
@@ -76,6 +95,7 @@ class Dockerd:
         self.cli_config = self.workdir / "cli"
         self.log_path = self.workdir / "dockerd.log"
         self.log_level = log_level
+        self.isolate_mounts = can_isolate_mounts() if isolate_mounts is None else isolate_mounts
         self.daemon_config: dict[str, Any] = {
             "deprecated-key-path": str(self.workdir / "key.json"),
             **(daemon_config or {}),
@@ -96,17 +116,32 @@ class Dockerd:
         self.config_file.write_text(json.dumps(self.daemon_config, indent=2))
         argv = [
             self.dockerd,
-            "--iptables=false", "--ip6tables=false", "--bridge=none",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
             "--storage-driver=vfs",
-            "--data-root", str(self.data_root),
-            "--exec-root", str(self.exec_root),
-            "-H", self.host_arg,
-            "--pidfile", str(self.pidfile),
-            "--config-file", str(self.config_file),
-            "--log-level", self.log_level,
+            "--data-root",
+            str(self.data_root),
+            "--exec-root",
+            str(self.exec_root),
+            "-H",
+            self.host_arg,
+            "--pidfile",
+            str(self.pidfile),
+            "--config-file",
+            str(self.config_file),
+            "--log-level",
+            self.log_level,
         ]
-        self._proc = LoggedProcess(argv, self.log_path, env=child_env(unset=_DOCKER_ENV_DROP),
-                                   cwd=self.workdir)
+        if self.isolate_mounts:
+            (self.workdir / "host-run").mkdir(exist_ok=True)
+            (self.workdir / "host-opt").mkdir(exist_ok=True)
+            argv = private_mounts_argv(
+                [(self.workdir / "host-run", "/run"), (self.workdir / "host-opt", "/opt")], argv
+            )
+        self._proc = LoggedProcess(
+            argv, self.log_path, env=child_env(unset=_DOCKER_ENV_DROP), cwd=self.workdir
+        )
         try:
             wait_until(self.ping, deadline_s, "dockerd /_ping", self._proc.proc, self.log_path)
         except BaseException:

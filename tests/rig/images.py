@@ -16,7 +16,7 @@ import os
 import random
 import tarfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -113,11 +113,14 @@ class OCIImage:
         """``oci:DIR:TAG`` for skopeo."""
         return f"oci:{self.layout_dir}:{self.tag}"
 
-    def for_platform(self, os: str = "linux", architecture: str = "amd64",
-                     variant: str | None = None) -> PlatformImage:
+    def for_platform(
+        self, os: str = "linux", architecture: str = "amd64", variant: str | None = None
+    ) -> PlatformImage:
         for p in self.platforms:
-            if p.os == os and p.architecture == architecture and (
-                variant is None or p.variant == variant
+            if (
+                p.os == os
+                and p.architecture == architecture
+                and (variant is None or p.variant == variant)
             ):
                 return p
         raise KeyError(f"{os}/{architecture} not in {[p.platform for p in self.platforms]}")
@@ -206,7 +209,11 @@ def _write_blob(layout: Path, data: bytes, media_type: str) -> Blob:
 
 
 def write_layer(
-    layout: Path, seed: str, file_size: int, *, name: str = "rig/data.bin",
+    layout: Path,
+    seed: str,
+    file_size: int,
+    *,
+    name: str = "rig/data.bin",
     compresslevel: int = 0,
 ) -> Layer:
     """Stream one gzip'd tar layer holding ``name`` with ``file_size`` seeded random bytes.
@@ -218,12 +225,21 @@ def write_layer(
     tmp = bdir / f".tmp-layer-{os.getpid()}-{random.Random(seed).getrandbits(64):x}"
     with open(tmp, "wb") as raw:
         blob_w = _HashingWriter(raw)
-        with gzip.GzipFile(filename="", mode="wb", fileobj=blob_w,  # type: ignore[arg-type]
-                           compresslevel=compresslevel, mtime=0) as gz:
+        with gzip.GzipFile(
+            filename="",
+            mode="wb",
+            fileobj=blob_w,
+            compresslevel=compresslevel,
+            mtime=0,
+        ) as gz:
             tar_w = _HashingWriter(gz)
-            with tarfile.open(mode="w|", fileobj=tar_w,  # type: ignore[call-overload]
-                              format=tarfile.PAX_FORMAT, bufsize=_CHUNK,
-                              copybufsize=_CHUNK) as tar:
+            with tarfile.open(
+                mode="w|",
+                fileobj=tar_w,  # type: ignore[call-overload]
+                format=tarfile.PAX_FORMAT,
+                bufsize=_CHUNK,
+                copybufsize=_CHUNK,
+            ) as tar:
                 parts = name.strip("/").split("/")
                 for i in range(1, len(parts)):
                     d = tarfile.TarInfo("/".join(parts[:i]) + "/")
@@ -290,8 +306,11 @@ def build_oci_layout(
         layers = []
         for i, size in enumerate(layer_sizes):
             lseed = f"rig-layer/{seed}/{i}" if share_layers else f"rig-layer/{seed}/{pname}/{i}"
-            layers.append(write_layer(layout, lseed, size, name=f"rig/layer{i}.bin",
-                                      compresslevel=compresslevel))
+            layers.append(
+                write_layer(
+                    layout, lseed, size, name=f"rig/layer{i}.bin", compresslevel=compresslevel
+                )
+            )
         config: dict[str, Any] = {
             "created": FIXED_CREATED,
             "architecture": arch,
@@ -323,10 +342,10 @@ def build_oci_layout(
     if len(built) > 1 or force_index:
         entries = []
         for p in built:
-            plat: dict[str, str] = {"architecture": p.architecture, "os": p.os}
+            pdesc: dict[str, str] = {"architecture": p.architecture, "os": p.os}
             if p.variant:
-                plat["variant"] = p.variant
-            entries.append({**p.manifest.descriptor(), "platform": plat})
+                pdesc["variant"] = p.variant
+            entries.append({**p.manifest.descriptor(), "platform": pdesc})
         index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": entries}
         index_blob = _write_blob(layout, _json_bytes(index), MT_OCI_INDEX)
     top = index_blob or built[0].manifest
@@ -340,7 +359,8 @@ def _tag_in_layout(layout: Path, tag: str, top: Blob) -> None:
     entries: list[dict[str, Any]] = []
     if path.exists():
         entries = [
-            e for e in json.loads(path.read_text()).get("manifests", [])
+            e
+            for e in json.loads(path.read_text()).get("manifests", [])
             if e.get("annotations", {}).get(REF_NAME_ANNOTATION) != tag
         ]
     entries.append({**top.descriptor(), "annotations": {REF_NAME_ANNOTATION: tag}})

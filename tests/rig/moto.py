@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -35,6 +36,25 @@ class S3Request:
     path: str
     status: int
 
+    @property
+    def path_only(self) -> str:
+        """The path without the query string."""
+        return self.path.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        return self.path.split("?", 1)[1] if "?" in self.path else ""
+
+    @property
+    def bucket(self) -> str:
+        return self.path_only.lstrip("/").split("/", 1)[0]
+
+    @property
+    def key(self) -> str:
+        """Object key (path style: /BUCKET/KEY); '' for bucket-level requests."""
+        parts = self.path_only.lstrip("/").split("/", 1)
+        return parts[1] if len(parts) == 2 else ""
+
 
 class MotoServer:
     """``moto_server -H 127.0.0.1 -p PORT`` in a subprocess (context manager).
@@ -65,8 +85,11 @@ class MotoServer:
         self._proc = LoggedProcess(argv, self.log_path, env=env, cwd=self.workdir)
         try:
             wait_http(
-                self.endpoint_url + _SYNC_PATH, deadline_s, ok={200},
-                proc=self._proc.proc, log=self.log_path,
+                self.endpoint_url + _SYNC_PATH,
+                deadline_s,
+                ok={200},
+                proc=self._proc.proc,
+                log=self.log_path,
             )
         except BaseException:
             self.stop()
@@ -90,6 +113,8 @@ class MotoServer:
         ev: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if et is not None:
+            sys.stderr.write(f"--- moto log tail ---\n{self.log_tail()}\n")
         self.stop()
 
     # -- S3 helpers --------------------------------------------------------
@@ -113,8 +138,8 @@ class MotoServer:
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         """All keys in ``bucket`` under ``prefix`` (sorted)."""
         keys: list[str] = []
-        for page in self.client().get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix
+        for page in (
+            self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         ):
             keys.extend(o["Key"] for o in page.get("Contents", []))
         return sorted(keys)
@@ -142,8 +167,13 @@ class MotoServer:
             except OSError:
                 return False
 
-        wait_until(logged, deadline_s, "moto request log sync",
-                   self._proc.proc if self._proc else None, self.log_path)
+        wait_until(
+            logged,
+            deadline_s,
+            "moto request log sync",
+            self._proc.proc if self._proc else None,
+            self.log_path,
+        )
 
     def requests(self, *, sync: bool = True, since: int = 0) -> list[S3Request]:
         """S3 requests moto has answered, oldest first (``since``: skip that many)."""
@@ -167,15 +197,20 @@ class MotoServer:
         method: str | None = None,
         path_substring: str = "",
         *,
+        key: str | None = None,
         status: int | None = None,
         since: int = 0,
     ) -> int:
-        """How many logged S3 requests match method (None: any), path substring, status."""
+        """How many logged S3 requests match all of: method (None: any), a substring
+        of the path *including* the query string, the exact object ``key``
+        (object requests only, not e.g. a ``?prefix=KEY`` listing), ``status``.
+        """
         return sum(
             1
             for r in self.requests(since=since)
             if (method is None or r.method == method.upper())
             and path_substring in r.path
+            and (key is None or r.key == key)
             and (status is None or r.status == status)
         )
 

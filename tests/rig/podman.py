@@ -5,14 +5,14 @@ Rootful podman writes to /var/lib/containers/storage, /run/containers/storage,
 default; here every one of those is redirected into a temp dir: a storage.conf
 (vfs driver, graphroot/runroot in the temp dir) via CONTAINERS_STORAGE_CONF, a
 containers.conf (cgroupfs, file events, file locks, tmp/static/volume/network
-dirs) via CONTAINERS_CONF, a private registries.conf and policy. It runs as a
-private mount namespace like skopeo, so the blob-info cache also stays private.
+dirs) via CONTAINERS_CONF, a private registries.conf and policy. As root it runs
+in a private mount namespace with temp dirs bound over /var/lib (blob-info
+cache) and /run (netavark's fixed /run/containers/networks).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -20,10 +20,9 @@ from types import TracebackType
 from typing import Any
 
 from .ports import assert_loopback
-from .proc import child_env, remove_tree, run, which
+from .proc import can_isolate_mounts, child_env, private_mounts_argv, remove_tree, run, which
 
 _POLICY = {"default": [{"type": "insecureAcceptAnything"}]}
-_SANDBOX_SH = 'mount --bind "$0" /var/lib && exec "$@"'
 
 
 def _check_ref(ref: str) -> None:
@@ -34,20 +33,29 @@ def _check_ref(ref: str) -> None:
 class Podman:
     """A podman with private vfs storage and config (context manager; ``close()`` cleans)."""
 
-    def __init__(self, *, isolate_var_lib: bool | None = None, timeout_s: float = 300.0) -> None:
+    def __init__(self, *, isolate_mounts: bool | None = None, timeout_s: float = 300.0) -> None:
         self.podman = which("podman")
         self.timeout_s = timeout_s
         self.state = Path(tempfile.mkdtemp(prefix="rig-podman-"))
         s = self.state
-        for sub in ("graph", "run", "tmp", "libpod-tmp", "static", "volumes", "networks",
-                    "events", "home", "xdg-run", "varlib"):
+        for sub in (
+            "graph",
+            "run",
+            "tmp",
+            "libpod-tmp",
+            "static",
+            "volumes",
+            "networks",
+            "events",
+            "home",
+            "xdg-run",
+            "varlib",
+            "hostrun",
+        ):
             (s / sub).mkdir()
         (s / "xdg-run").chmod(0o700)
         (s / "storage.conf").write_text(
-            "[storage]\n"
-            'driver = "vfs"\n'
-            f'graphroot = "{s / "graph"}"\n'
-            f'runroot = "{s / "run"}"\n'
+            f'[storage]\ndriver = "vfs"\ngraphroot = "{s / "graph"}"\nrunroot = "{s / "run"}"\n'
         )
         (s / "containers.conf").write_text(
             "[engine]\n"
@@ -66,11 +74,9 @@ class Podman:
         )
         (s / "policy.json").write_text(json.dumps(_POLICY))
         (s / "auth.json").write_text('{"auths": {}}')
-        if isolate_var_lib is None:
-            isolate_var_lib = os.geteuid() == 0
-        self.isolate_var_lib = isolate_var_lib
-        if isolate_var_lib:
-            which("unshare")
+        if isolate_mounts is None:
+            isolate_mounts = can_isolate_mounts()
+        self.isolate_mounts = isolate_mounts
 
     def close(self) -> None:
         remove_tree(self.state)
@@ -91,19 +97,27 @@ class Podman:
         s = self.state
         argv = [
             self.podman,
-            "--root", str(s / "graph"),
-            "--runroot", str(s / "run"),
-            "--storage-driver", "vfs",
-            "--cgroup-manager", "cgroupfs",
-            "--events-backend", "file",
-            "--tmpdir", str(s / "libpod-tmp"),
-            "--network-config-dir", str(s / "networks"),
-            "--volumepath", str(s / "volumes"),
+            "--root",
+            str(s / "graph"),
+            "--runroot",
+            str(s / "run"),
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+            "--tmpdir",
+            str(s / "libpod-tmp"),
+            "--network-config-dir",
+            str(s / "networks"),
+            "--volumepath",
+            str(s / "volumes"),
             *args,
         ]
-        if self.isolate_var_lib:
-            argv = [which("unshare"), "--mount", "--propagation", "private", "--",
-                    "/bin/sh", "-c", _SANDBOX_SH, str(s / "varlib"), *argv]
+        if self.isolate_mounts:
+            # /var/lib: blob-info cache; /run: netavark's fixed /run/containers/networks
+            argv = private_mounts_argv([(s / "varlib", "/var/lib"), (s / "hostrun", "/run")], argv)
         env = child_env(
             {
                 "CONTAINERS_STORAGE_CONF": str(s / "storage.conf"),
@@ -121,15 +135,20 @@ class Podman:
         return run(argv, env=env, timeout_s=timeout_s or self.timeout_s).stdout
 
     def pull(self, ref: str, *, arch: str | None = None, variant: str | None = None) -> str:
-        """``podman pull --tls-verify=false REF``; return the pulled manifest digest.
+        """``podman pull --tls-verify=false REF``; return the pulled digest.
 
-        That is ``podman image inspect``'s ``.Digest`` for the pulled image; for
-        a multi-platform ref podman reports the chosen platform's manifest there
-        (the list digest is among ``RepoDigests``) -- see ``image_inspect``.
+        That is ``podman image inspect``'s ``.Digest``: the digest of what REF
+        names, i.e. the index / manifest list for a multi-platform ref (the chosen
+        platform's manifest digest is in ``RepoDigests`` too).
         """
         _check_ref(ref)
-        args = ["pull", "--quiet", "--tls-verify=false", "--signature-policy",
-                str(self.state / "policy.json")]
+        args = [
+            "pull",
+            "--quiet",
+            "--tls-verify=false",
+            "--signature-policy",
+            str(self.state / "policy.json"),
+        ]
         if arch:
             args += ["--arch", arch]
         if variant:

@@ -47,14 +47,13 @@ def missing(*names: str) -> list[str]:
 
 #: Proxy settings are always dropped from children: rig traffic stays on loopback.
 PROXY_VARS = frozenset(
-    v for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
+    v
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
     for v in (name, name.upper())
 )
 
 
-def child_env(
-    extra: Mapping[str, str] | None = None, unset: Sequence[str] = ()
-) -> dict[str, str]:
+def child_env(extra: Mapping[str, str] | None = None, unset: Sequence[str] = ()) -> dict[str, str]:
     """os.environ minus proxy variables and ``unset``, plus ``extra``."""
     drop = set(unset) | PROXY_VARS
     env = {k: v for k, v in os.environ.items() if k not in drop}
@@ -148,7 +147,7 @@ class LoggedProcess:
     ) -> None:
         self.argv = list(argv)
         self.log_path = log_path
-        self._log: IO[bytes] = open(log_path, "ab")
+        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 -- lives as long as the child
         try:
             self.proc: subprocess.Popen[bytes] = subprocess.Popen(
                 self.argv,
@@ -228,15 +227,29 @@ def private_mounts_argv(binds: Sequence[tuple[str | Path, str]], argv: Sequence[
     ``unshare`` execs ``sh``, which execs ``argv``: the PID stays the tool's own.
     The mounts vanish with the namespace, i.e. when its last process exits.
     """
+    for src, target in binds:
+        if os.path.realpath(src).startswith(target.rstrip("/") + "/"):
+            raise ValueError(f"bind source {src} lies under its own target {target}")
     script = " && ".join(
         f'mount --bind "${{{2 * i + 1}}}" "${{{2 * i + 2}}}"' for i in range(len(binds))
     )
-    script += f" && shift {2 * len(binds)} && exec \"$@\"" if binds else 'exec "$@"'
+    script += f' && shift {2 * len(binds)} && exec "$@"' if binds else 'exec "$@"'
     flat: list[str] = []
     for src, target in binds:
         flat += [str(src), target]
-    return [which("unshare"), "--mount", "--propagation", "private", "--",
-            "/bin/sh", "-c", script, "rig-sandbox", *flat, *argv]
+    return [
+        which("unshare"),
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+        "rig-sandbox",
+        *flat,
+        *argv,
+    ]
 
 
 def can_isolate_mounts() -> bool:

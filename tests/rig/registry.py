@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,7 +57,9 @@ class Distribution:
         self.bucket = bucket
         self.s3_rootdirectory = s3_rootdirectory
         self._own_dir = workdir is None
-        self.workdir = Path(tempfile.mkdtemp(prefix="rig-registry-")) if workdir is None else workdir
+        self.workdir = (
+            Path(tempfile.mkdtemp(prefix="rig-registry-")) if workdir is None else workdir
+        )
         self.config_path = self.workdir / "config.yml"
         self.log_path = self.workdir / "registry.log"
         self.config: dict[str, Any] = self._config(delete_enabled, log_level)
@@ -121,8 +124,9 @@ class Distribution:
         env = child_env(unset=["AWS_CA_BUNDLE"])
         self._proc = LoggedProcess(argv, self.log_path, env=env, cwd=self.workdir)
         try:
-            wait_http(self.url + "/v2/", deadline_s, ok={200},
-                      proc=self._proc.proc, log=self.log_path)
+            wait_http(
+                self.url + "/v2/", deadline_s, ok={200}, proc=self._proc.proc, log=self.log_path
+            )
         except BaseException:
             self.stop()
             raise
@@ -148,6 +152,8 @@ class Distribution:
         ev: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if et is not None:
+            sys.stderr.write(f"--- registry log tail ---\n{self.log_tail()}\n")
         self.stop()
 
 
@@ -157,3 +163,50 @@ def _deep_merge(dst: dict[str, Any], src: dict[str, Any]) -> None:
             _deep_merge(dst[k], v)
         else:
             dst[k] = v
+
+
+# -- registry:2 storage layout (keys in the bucket / paths under rootdirectory) ------
+V2_PREFIX = "docker/registry/v2"
+
+
+def _join(root: str, rel: str) -> str:
+    root = root.strip("/")
+    return f"{root}/{rel}" if root else rel
+
+
+def _hex(digest: str) -> str:
+    algo, _, hexd = digest.partition(":")
+    if algo != "sha256" or len(hexd) != 64:
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return hexd
+
+
+def blob_data_key(digest: str, root: str = "") -> str:
+    """``[root/]docker/registry/v2/blobs/sha256/xx/<hex>/data``."""
+    h = _hex(digest)
+    return _join(root, f"{V2_PREFIX}/blobs/sha256/{h[:2]}/{h}/data")
+
+
+def tag_current_link_key(repo: str, tag: str, root: str = "") -> str:
+    """``.../repositories/<repo>/_manifests/tags/<tag>/current/link``."""
+    return _join(root, f"{V2_PREFIX}/repositories/{repo}/_manifests/tags/{tag}/current/link")
+
+
+def tag_index_link_key(repo: str, tag: str, digest: str, root: str = "") -> str:
+    """``.../_manifests/tags/<tag>/index/sha256/<hex>/link``."""
+    return _join(
+        root,
+        f"{V2_PREFIX}/repositories/{repo}/_manifests/tags/{tag}/index/sha256/{_hex(digest)}/link",
+    )
+
+
+def revision_link_key(repo: str, digest: str, root: str = "") -> str:
+    """``.../repositories/<repo>/_manifests/revisions/sha256/<hex>/link``."""
+    return _join(
+        root, f"{V2_PREFIX}/repositories/{repo}/_manifests/revisions/sha256/{_hex(digest)}/link"
+    )
+
+
+def layer_link_key(repo: str, digest: str, root: str = "") -> str:
+    """``.../repositories/<repo>/_layers/sha256/<hex>/link`` (layers *and* configs)."""
+    return _join(root, f"{V2_PREFIX}/repositories/{repo}/_layers/sha256/{_hex(digest)}/link")

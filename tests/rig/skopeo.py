@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -22,14 +21,12 @@ from types import TracebackType
 from typing import Any, Literal
 
 from .ports import assert_loopback
-from .proc import CommandFailed, child_env, run, which
+from .proc import CommandFailed, can_isolate_mounts, child_env, private_mounts_argv, run, which
 
 Format = Literal["oci", "v2s2"]
 
 _POLICY = {"default": [{"type": "insecureAcceptAnything"}]}
 _REGISTRIES_CONF = 'unqualified-search-registries = []\nshort-name-mode = "disabled"\n'
-# $0 = dir to bind over /var/lib, "$@" = the real command
-_SANDBOX_SH = 'mount --bind "$0" /var/lib && exec "$@"'
 
 
 def _check_host(host: str) -> None:
@@ -39,7 +36,7 @@ def _check_host(host: str) -> None:
 class Skopeo:
     """A skopeo runner with private state (context manager; ``close()`` removes it)."""
 
-    def __init__(self, *, isolate_var_lib: bool | None = None, timeout_s: float = 300.0) -> None:
+    def __init__(self, *, isolate_mounts: bool | None = None, timeout_s: float = 300.0) -> None:
         self.skopeo = which("skopeo")
         self.timeout_s = timeout_s
         self.state = Path(tempfile.mkdtemp(prefix="rig-skopeo-"))
@@ -52,11 +49,9 @@ class Skopeo:
         self.registries_conf.write_text(_REGISTRIES_CONF)
         self.auth_file = self.state / "auth.json"
         self.auth_file.write_text('{"auths": {}}')
-        if isolate_var_lib is None:
-            isolate_var_lib = os.geteuid() == 0
-        self.isolate_var_lib = isolate_var_lib
-        if isolate_var_lib:
-            which("unshare")
+        if isolate_mounts is None:
+            isolate_mounts = can_isolate_mounts()
+        self.isolate_mounts = isolate_mounts
 
     def close(self) -> None:
         shutil.rmtree(self.state, ignore_errors=True)
@@ -77,14 +72,16 @@ class Skopeo:
         """Run ``skopeo [global flags] ARGS``; return stdout (CommandFailed on error)."""
         argv = [
             self.skopeo,
-            "--policy", str(self.policy),
-            "--registries.d", str(self.state / "registries.d"),
-            "--tmpdir", str(self.state / "tmp"),
+            "--policy",
+            str(self.policy),
+            "--registries.d",
+            str(self.state / "registries.d"),
+            "--tmpdir",
+            str(self.state / "tmp"),
             *args,
         ]
-        if self.isolate_var_lib:
-            argv = [which("unshare"), "--mount", "--propagation", "private", "--",
-                    "/bin/sh", "-c", _SANDBOX_SH, str(self.state / "varlib"), *argv]
+        if self.isolate_mounts:
+            argv = private_mounts_argv([(self.state / "varlib", "/var/lib")], argv)
         env = child_env(
             {
                 "TMPDIR": str(self.state / "tmp"),
@@ -117,8 +114,14 @@ class Skopeo:
         _check_host(dest_host)
         digestfile = self.state / "tmp" / "digest"
         digestfile.unlink(missing_ok=True)
-        args = ["copy", "--quiet", "--dest-tls-verify=false", "--dest-no-creds",
-                "--digestfile", str(digestfile)]
+        args = [
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-no-creds",
+            "--digestfile",
+            str(digestfile),
+        ]
         if all:
             args.append("--all")
         if fmt is not None:
@@ -155,7 +158,9 @@ class Skopeo:
             args.append("--all")
         args += [f"docker://{src_host}/{repo_ref}", f"dir:{out_dir}"]
         self.run(*args)
-        return "sha256:" + hashlib.sha256((Path(out_dir) / "manifest.json").read_bytes()).hexdigest()
+        return (
+            "sha256:" + hashlib.sha256((Path(out_dir) / "manifest.json").read_bytes()).hexdigest()
+        )
 
     def inspect_raw(self, host: str, ref: str, *, config: bool = False) -> bytes:
         """Raw manifest bytes (or, with ``config``, raw config) of ``docker://HOST/REF``."""
@@ -182,14 +187,20 @@ def push(
 
 
 def copy_to_dir(
-    src_host: str, repo_ref: str, out_dir: str | Path, *,
-    arch: str | None = None, os_: str | None = None, variant: str | None = None,
+    src_host: str,
+    repo_ref: str,
+    out_dir: str | Path,
+    *,
+    arch: str | None = None,
+    os_: str | None = None,
+    variant: str | None = None,
     all: bool = False,
 ) -> str:
     """See ``Skopeo.copy_to_dir``."""
     with Skopeo() as s:
-        return s.copy_to_dir(src_host, repo_ref, out_dir, arch=arch, os_=os_,
-                             variant=variant, all=all)
+        return s.copy_to_dir(
+            src_host, repo_ref, out_dir, arch=arch, os_=os_, variant=variant, all=all
+        )
 
 
 def inspect_raw(host: str, ref: str, *, config: bool = False) -> bytes:
@@ -210,6 +221,12 @@ def digest_of(raw: bytes) -> str:
 
 
 __all__: Sequence[str] = (
-    "Skopeo", "push", "copy_to_dir", "inspect_raw", "inspect_json", "digest_of",
-    "CommandFailed", "Format",
+    "CommandFailed",
+    "Format",
+    "Skopeo",
+    "copy_to_dir",
+    "digest_of",
+    "inspect_json",
+    "inspect_raw",
+    "push",
 )
