@@ -74,6 +74,7 @@ class LocalBlob:
     path: str
     size: int
     pinned: Callable[[], contextlib.AbstractContextManager[None]]
+    source: str  # "store" (a directory store's own file) or "cache"
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,13 +308,13 @@ class Registry:
                 raise BlobUnknown(
                     "blob is linked but its data is missing", detail={"digest": str(digest)}
                 ) from exc
-            return LocalBlob(digest, local, size, _no_pin)
+            return LocalBlob(digest, local, size, _no_pin, "store")
         assert self.cache is not None, "remote stores always have a cache"
         cache = self.cache
         path = cache.lookup(digest)
         cached_size = cache.size_of(digest)
         if path is not None and cached_size is not None:
-            return LocalBlob(digest, path, cached_size, lambda: cache.pinned(digest))
+            return LocalBlob(digest, path, cached_size, lambda: cache.pinned(digest), "cache")
         fetch = self._fetches.get(digest)
         if fetch is None:
             try:
@@ -328,7 +329,7 @@ class Registry:
             # even finished it.
             path = cache.lookup(digest)
             if path is not None:
-                return LocalBlob(digest, path, size, lambda: cache.pinned(digest))
+                return LocalBlob(digest, path, size, lambda: cache.pinned(digest), "cache")
             fetch = self._fetches.get(digest) or self._start_fetch(digest, key, size)
         return StreamingBlob(digest, fetch.size, fetch.open_reader)
 

@@ -118,7 +118,7 @@ def pushed(images: Images, s3_registry: tuple[MotoServer, Distribution]) -> dict
 
 @pytest.fixture(scope="module")
 def dockerd() -> Iterator[Dockerd]:
-    need("dockerd", root=True)
+    need("dockerd", "docker", root=True)
     with Dockerd() as d:
         yield d
 

@@ -105,7 +105,7 @@ async def get_blob(request: web.Request, name: str, digest: Digest) -> web.Strea
     # Validated here so a bad Range gets the OCI error body, whichever path serves the bytes.
     rng = parse_range(request.headers.get("Range"), blob.size)
     if isinstance(blob, LocalBlob):
-        headers["X-Cache"] = "hit"
+        headers["X-Cache"] = "hit" if blob.source == "cache" else "store"
         return PinnedFileResponse(blob.path, blob.pinned, headers=headers)
 
     headers["X-Cache"] = "miss"
