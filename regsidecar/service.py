@@ -105,6 +105,10 @@ async def _closing(it: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[byte
             await aclose()
 
 
+def _not_downloading(start: int, end: int) -> AsyncIterator[bytes]:
+    raise RuntimeError("blob(download=False) gives a size only")
+
+
 def _unavailable(exc: StorageError) -> Unavailable:
     return Unavailable("the image store is unavailable", detail={"reason": str(exc)})
 
@@ -295,8 +299,12 @@ class Registry:
 
     # -- blobs --------------------------------------------------------------------------------
 
-    async def blob(self, name: str, digest: Digest) -> Blob:
-        """Where to read ``digest`` from for a client of ``name``."""
+    async def blob(self, name: str, digest: Digest, *, download: bool = True) -> Blob:
+        """Where to read ``digest`` from for a client of ``name``.
+
+        ``download=False`` (a HEAD) only learns the size of a blob that is not local: asking
+        whether a blob exists must not pull gigabytes into the cache.
+        """
         if not await self._linked("blob", name, digest):
             raise BlobUnknown(detail={"digest": str(digest)})
         key = self.reader.blob_key(digest)
@@ -330,7 +338,11 @@ class Registry:
             path = cache.lookup(digest)
             if path is not None:
                 return LocalBlob(digest, path, size, lambda: cache.pinned(digest), "cache")
-            fetch = self._fetches.get(digest) or self._start_fetch(digest, key, size)
+            fetch = self._fetches.get(digest)
+            if fetch is None:
+                if not download:
+                    return StreamingBlob(digest, size, _not_downloading)
+                fetch = self._start_fetch(digest, key, size)
         return StreamingBlob(digest, fetch.size, fetch.open_reader)
 
     def _start_fetch(self, digest: Digest, key: str, size: int) -> BlobFetch:

@@ -226,3 +226,21 @@ async def test_eviction_keeps_cache_under_max_bytes_while_pulling(
         names = {p.name for p in sc.cache_files()}
         assert digests[-1].split(":")[1] in names
         assert digests[0].split(":")[1] not in names
+
+
+async def test_head_of_a_cold_blob_does_not_download_it(
+    moto: MotoServer, writer: BucketWriter, sidecar: Sidecar
+) -> None:
+    """HEAD answers size and digest from S3 metadata; the blob is not fetched or cached."""
+    data = os.urandom(2 * MiB)
+    digest = writer.blob("app", data)
+    mark = moto.mark()
+    async with aiohttp.ClientSession() as session:
+        async with session.head(f"{sidecar.url}/v2/app/blobs/{digest}") as r:
+            assert r.status == 200
+            assert int(r.headers["Content-Length"]) == len(data)
+            assert r.headers["Docker-Content-Digest"] == digest
+    key = layout.blob_data(digest)
+    assert moto.count("GET", key, since=mark) == 0
+    assert moto.count("HEAD", key, since=mark) == 1
+    assert sidecar.cache_files() == []

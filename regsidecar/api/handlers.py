@@ -93,7 +93,7 @@ async def get_manifest(request: web.Request, route: Route) -> web.StreamResponse
 
 
 async def get_blob(request: web.Request, name: str, digest: Digest) -> web.StreamResponse:
-    blob = await request.app[REGISTRY].blob(name, digest)
+    blob = await request.app[REGISTRY].blob(name, digest, download=request.method == "GET")
     headers = {
         "Docker-Content-Digest": str(digest),
         "Content-Type": "application/octet-stream",
