@@ -235,11 +235,11 @@ async def test_head_of_a_cold_blob_does_not_download_it(
     data = os.urandom(2 * MiB)
     digest = writer.blob("app", data)
     mark = moto.mark()
-    async with aiohttp.ClientSession() as session:
-        async with session.head(f"{sidecar.url}/v2/app/blobs/{digest}") as r:
-            assert r.status == 200
-            assert int(r.headers["Content-Length"]) == len(data)
-            assert r.headers["Docker-Content-Digest"] == digest
+    url = f"{sidecar.url}/v2/app/blobs/{digest}"
+    async with aiohttp.ClientSession() as session, session.head(url) as r:
+        assert r.status == 200
+        assert int(r.headers["Content-Length"]) == len(data)
+        assert r.headers["Docker-Content-Digest"] == digest
     key = layout.blob_data(digest)
     assert moto.count("GET", key, since=mark) == 0
     assert moto.count("HEAD", key, since=mark) == 1

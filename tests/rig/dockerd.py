@@ -85,8 +85,9 @@ class Dockerd:
     ) -> None:
         self.dockerd = which("dockerd")
         self.cli = docker_cli()
-        # short path: unix socket paths must fit in 108 bytes
-        self.workdir = Path(tempfile.mkdtemp(prefix="rig-dockerd-"))
+        # short path: unix socket paths (containerd's too) must fit in 108 bytes
+        base = None if len(tempfile.gettempdir()) <= 40 else "/tmp"
+        self.workdir = Path(tempfile.mkdtemp(prefix="rig-dockerd-", dir=base))
         self.data_root = self.workdir / "data"
         self.exec_root = self.workdir / "exec"
         self.sock = self.workdir / "docker.sock"

@@ -6,6 +6,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ class MotoServer:
         self.log_path = self.workdir / "moto.log"
         self._proc: LoggedProcess | None = None
         self.startup_s: float | None = None
+        self._lock = threading.Lock()
+        self._log_offset = 0
+        self._seen: list[S3Request] = []
+        self._client: Any = None
 
     @property
     def endpoint_url(self) -> str:
@@ -119,7 +124,13 @@ class MotoServer:
 
     # -- S3 helpers --------------------------------------------------------
     def client(self) -> Any:
-        """A boto3 S3 client for this server (dummy creds, us-east-1, path style)."""
+        """A boto3 S3 client for this server (dummy creds, us-east-1, path style; cached)."""
+        if self._client is None:
+            self._client = self.new_client()
+        return self._client
+
+    def new_client(self) -> Any:
+        """A fresh boto3 S3 client for this server."""
         import boto3
         from botocore.config import Config
 
@@ -149,44 +160,60 @@ class MotoServer:
         return body
 
     # -- request counter ---------------------------------------------------
+    def _consume_log(self) -> set[str]:
+        """Parse complete new log lines into ``self._seen``; return the sync markers seen."""
+        markers: set[str] = set()
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                chunk = f.read()
+        except OSError:
+            return markers
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return markers
+        self._log_offset += end + 1
+        for raw in chunk[: end + 1].splitlines():
+            m = _LINE.search(_ANSI.sub("", raw.decode("utf-8", "replace")))
+            if m is None:
+                continue
+            if m["path"].startswith(_SYNC_PATH + "?rig-sync="):
+                markers.add(m["path"])
+            elif not m["path"].startswith("/moto-api"):
+                self._seen.append(S3Request(m["method"], m["path"], int(m["status"])))
+        return markers
+
     def sync(self, deadline_s: float = 10.0) -> None:
-        """Make the log complete up to now.
+        """Make the parsed log complete up to now.
 
         werkzeug logs a request before it sends the response headers, so once a
         unique marker request has been answered *and* its line is in the file,
         every request answered before it is in the file too.
         """
-        marker = f"{_SYNC_PATH}?rig-sync={uuid.uuid4().hex}"
-        if http_status(self.endpoint_url + marker) is None:
-            raise ConnectionError(f"moto at {self.endpoint_url} did not answer the sync probe")
-        needle = marker.encode()
-
-        def logged() -> bool:
-            try:
-                return needle in self.log_path.read_bytes()
-            except OSError:
-                return False
-
-        wait_until(
-            logged,
-            deadline_s,
-            "moto request log sync",
-            self._proc.proc if self._proc else None,
-            self.log_path,
-        )
+        with self._lock:
+            marker = f"{_SYNC_PATH}?rig-sync={uuid.uuid4().hex}"
+            if http_status(self.endpoint_url + marker) is None:
+                raise ConnectionError(f"moto at {self.endpoint_url} did not answer the sync probe")
+            wait_until(
+                lambda: marker in self._consume_log(),
+                deadline_s,
+                "moto request log sync",
+                self._proc.proc if self._proc else None,
+                self.log_path,
+            )
 
     def requests(self, *, sync: bool = True, since: int = 0) -> list[S3Request]:
-        """S3 requests moto has answered, oldest first (``since``: skip that many)."""
+        """S3 requests moto has answered, oldest first (``since``: skip that many).
+
+        Paths are as werkzeug logs them: percent-decoded, with the query string.
+        Requests under /moto-api (the rig's readiness and sync probes) are left out.
+        """
         if sync:
             self.sync()
-        out: list[S3Request] = []
-        text = self.log_path.read_bytes().decode("utf-8", "replace")
-        for line in text.splitlines():
-            m = _LINE.search(_ANSI.sub("", line))
-            if m is None or m["path"].startswith("/moto-api"):
-                continue
-            out.append(S3Request(m["method"], m["path"], int(m["status"])))
-        return out[since:]
+        else:
+            with self._lock:
+                self._consume_log()
+        return self._seen[since:]
 
     def mark(self) -> int:
         """Number of S3 requests so far; pass it as ``since=`` to count only later ones."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -70,6 +72,27 @@ def run(
     cwd: str | Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` to completion (bounded); CommandFailed with both streams if it fails."""
+    cp = run_bytes(argv, env=env, timeout_s=timeout_s, cwd=cwd)
+    return subprocess.CompletedProcess(
+        cp.args,
+        cp.returncode,
+        cp.stdout.decode("utf-8", "replace"),
+        cp.stderr.decode("utf-8", "replace"),
+    )
+
+
+def run_bytes(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 300.0,
+    cwd: str | Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Like ``run`` but stdout/stderr stay bytes (e.g. a raw manifest, byte for byte)."""
+
+    def text(b: bytes | str | None) -> str:
+        return b.decode("utf-8", "replace") if isinstance(b, bytes) else (b or "")
+
     try:
         cp = subprocess.run(
             list(argv),
@@ -77,15 +100,14 @@ def run(
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             capture_output=True,
-            text=True,
             timeout=timeout_s,
         )
     except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-        raise CommandFailed(argv, -1, out, err + f"\n[rig] timed out after {timeout_s}s") from e
+        raise CommandFailed(
+            argv, -1, text(e.stdout), text(e.stderr) + f"\n[rig] timed out after {timeout_s}s"
+        ) from e
     if cp.returncode != 0:
-        raise CommandFailed(argv, cp.returncode, cp.stdout, cp.stderr)
+        raise CommandFailed(argv, cp.returncode, text(cp.stdout), text(cp.stderr))
     return cp
 
 
@@ -106,8 +128,6 @@ def stop_pid(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
 
     Polls /proc until it is gone; SIGKILL after ``timeout_s``.
     """
-    import signal
-    import time
 
     def alive() -> bool:
         try:

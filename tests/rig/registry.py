@@ -52,7 +52,7 @@ class Distribution:
         if s3_endpoint is not None and not bucket:
             raise ValueError("the s3 driver needs bucket=")
         self.port = port or free_port()
-        self.root_dir = Path(root_dir) if root_dir is not None else None
+        self.root_dir = Path(root_dir).resolve() if root_dir is not None else None
         self.s3_endpoint = s3_endpoint
         self.bucket = bucket
         self.s3_rootdirectory = s3_rootdirectory

@@ -6,7 +6,8 @@ Every call runs with private state in a temp dir: a permissive policy.json
 XDG_* dirs. As root, containers/image writes its blob-info cache to the fixed
 path /var/lib/containers/cache (no flag/env moves it), so root runs happen in a
 private mount namespace (``unshare --mount``) with the temp dir bind-mounted
-over /var/lib: nothing lands on the host and no stale cache leaks between runs.
+over /var/lib: nothing lands on the host and no stale cache leaks between runs
+(so paths handed to skopeo must not live under /var/lib).
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from types import TracebackType
 from typing import Any, Literal
 
 from .ports import assert_loopback
-from .proc import CommandFailed, can_isolate_mounts, child_env, private_mounts_argv, run, which
+from .proc import (
+    CommandFailed,
+    can_isolate_mounts,
+    child_env,
+    private_mounts_argv,
+    run_bytes,
+    which,
+)
 
 Format = Literal["oci", "v2s2"]
 
@@ -70,6 +78,10 @@ class Skopeo:
     # ------------------------------------------------------------------
     def run(self, *args: str, timeout_s: float | None = None) -> str:
         """Run ``skopeo [global flags] ARGS``; return stdout (CommandFailed on error)."""
+        return self.run_bytes(*args, timeout_s=timeout_s).decode("utf-8", "replace")
+
+    def run_bytes(self, *args: str, timeout_s: float | None = None) -> bytes:
+        """Like ``run``, stdout as bytes."""
         argv = [
             self.skopeo,
             "--policy",
@@ -94,7 +106,7 @@ class Skopeo:
             },
             unset=["DOCKER_CONFIG", "CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF"],
         )
-        return run(argv, env=env, timeout_s=timeout_s or self.timeout_s).stdout
+        return run_bytes(argv, env=env, timeout_s=timeout_s or self.timeout_s).stdout
 
     def push(
         self,
@@ -168,8 +180,7 @@ class Skopeo:
         args = ["inspect", "--raw", "--tls-verify=false", "--no-creds"]
         if config:
             args.append("--config")
-        out = self.run(*args, f"docker://{host}/{ref}")
-        return out.encode()
+        return self.run_bytes(*args, f"docker://{host}/{ref}")
 
 
 # -- one-shot module-level helpers (fresh private state per call) -------------

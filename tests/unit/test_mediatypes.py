@@ -161,7 +161,9 @@ def test_detect_rejects_non_json_non_objects_and_shapeless_objects(payload: byte
     assert (info.value.code, info.value.status) == ("MANIFEST_INVALID", 400)
 
 
-@pytest.mark.parametrize("payload", [b"[" * 100_000, b'{"a":' * 100_000])
+@pytest.mark.parametrize(
+    "payload", [b"[" * 100_000, b'{"a":' * 100_000], ids=["arrays", "objects"]
+)
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: mediatypes.detect catches only ValueError/UnicodeDecodeError; deeply nested "
