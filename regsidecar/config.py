@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -44,7 +45,7 @@ _UNITS = {
     "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
     "ti": 1024**4, "tib": 1024**4,
 }  # fmt: skip
-_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*")
 
 
 def parse_size(value: Any) -> int:
@@ -56,7 +57,7 @@ def parse_size(value: Any) -> int:
     m = _SIZE_RE.fullmatch(str(value))
     if m is None or m.group(2).lower() not in _UNITS:
         raise ValueError(f"expected a size such as 20GiB or 500MB, got {value!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    return int(Decimal(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
@@ -206,7 +207,8 @@ def load_settings(
         except OSError as exc:
             raise ConfigError("--config", f"cannot read {config_file}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError("--config", f"{config_file} is not valid YAML: {exc}") from exc
+            detail = " ".join(str(exc).split())
+            raise ConfigError("--config", f"{config_file} is not valid YAML: {detail}") from exc
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -214,7 +216,7 @@ def load_settings(
         tree = loaded
     for key in OPTION_KEYS:
         value = env.get(env_name(key))
-        if value is not None:
+        if value:  # an empty variable (e.g. from an EnvironmentFile template) means unset
             _set(tree, key, value)
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -227,7 +229,10 @@ def load_settings(
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
-        raise ConfigError(key, f"{msg} (got {_show(err.get('input'))})") from exc
+        shown = _show(err.get("input"))
+        if shown not in msg:
+            msg = f"{msg} (got {shown})"
+        raise ConfigError(key, msg) from exc
 
 
 def _show(value: Any) -> str:

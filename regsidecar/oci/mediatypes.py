@@ -50,7 +50,7 @@ def detect(payload: bytes) -> ManifestInfo:
     """Read the media type (and index entries) from manifest JSON."""
     try:
         doc: Any = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ManifestInvalid("stored manifest is not JSON") from exc
     if not isinstance(doc, dict):
         raise ManifestInvalid("stored manifest is not a JSON object")

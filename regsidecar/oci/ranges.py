@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 from regsidecar.errors import RangeInvalid
 
-_RANGE_RE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
+# ASCII only (RFC 9110 digits and whitespace); the unit name is case-insensitive.
+_RANGE_RE = re.compile(
+    r"[ \t]*bytes[ \t]*=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*", re.IGNORECASE
+)
 _MAX_DIGITS = 19  # anything longer cannot be a real offset; avoids huge int parsing
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from regsidecar.cache.lru import LruIndex
@@ -238,19 +240,17 @@ def test_docstring_example_holds() -> None:
 
 # -- properties -------------------------------------------------------------------------------
 
-try:
-    import hypothesis
-    from hypothesis import strategies as st
-except ImportError:  # an optional test dependency: only the property test needs it
-    hypothesis = None
-
-if hypothesis is None:
+# hypothesis is an optional test dependency: only the property test needs it.
+if importlib.util.find_spec("hypothesis") is None:
 
     @pytest.mark.skip(reason="hypothesis is not installed")
     def test_property_accounting_and_plan_invariants() -> None:
         """Placeholder so the report shows the property test was skipped."""
 
 else:
+    import hypothesis
+    from hypothesis import strategies as st
+
     _KEYS = st.sampled_from(list("abcdefgh"))
     _OPS = st.lists(
         st.one_of(
