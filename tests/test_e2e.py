@@ -44,9 +44,7 @@ def _push_all(dist: Distribution, layout: Path, seed: str) -> tuple[dict[str, st
     multi = build_oci_layout(
         layout, "multi", PLATFORMS, [2 * MiB, 300 * 1024], seed=f"{seed}-multi"
     )
-    build_oci_layout(
-        layout, "single", [("linux", "amd64")], [1 * MiB], seed=f"{seed}-single"
-    )
+    build_oci_layout(layout, "single", [("linux", "amd64")], [1 * MiB], seed=f"{seed}-single")
     build_oci_layout(layout, "dlist", PLATFORMS, [512 * 1024], seed=f"{seed}-dlist")
     digests = {
         "e2e/oci-index": skopeo.push(layout, "multi", dist.host, f"e2e/oci-index:{TAG}", fmt="oci"),
