@@ -18,52 +18,39 @@ PID and every temp dir removed, also on Ctrl-C or an error. Run from the reposit
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime as dt
-import hashlib
-import http.client
 import json
-import os
-import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import aiohttp
-
-from benchmarks.loadgen import MiB, HeyResult, run_hey
-from benchmarks.peers import BareAiohttp, Nginx
-from benchmarks.procstat import RssSampler, cpu_seconds, status_kib
-from regsidecar.config import parse_size
-from regsidecar.storage.filesystem import FilesystemDriver
-from tests.rig.moto import MotoServer
-from tests.rig.ports import assert_loopback
-from tests.rig.proc import which
-from tests.rig.registry import Distribution
-from tests.s3tree import BucketWriter, digest_of
-from tests.sidecar import Sidecar
-
-REPO = "bench/app"
-TAG = "v1"
-RSS_REPO = "bench/rss"
-MANIFEST_ACCEPT = (
-    "Accept: application/vnd.oci.image.manifest.v1+json, "
-    "application/vnd.oci.image.index.v1+json, "
-    "application/vnd.docker.distribution.manifest.v2+json, "
-    "application/vnd.docker.distribution.manifest.list.v2+json"
+from benchmarks.coldstream import bench_rss
+from benchmarks.common import (
+    MANIFEST_ACCEPT,
+    REPO,
+    TAG,
+    Config,
+    Env,
+    expect,
+    loaded,
+    log,
+    pid_of,
+    ratio,
+    s3_args,
+    setup_image,
+    start_sidecar,
 )
-TARGET_BLOB_VS_NGINX = 0.9
-TARGET_MANIFEST_VS_DISTRIBUTION = 4.0
-TARGET_RSS_MIB = 150.0
+from benchmarks.peers import BareAiohttp, Nginx
+from benchmarks.report import machine, render
+from regsidecar.config import parse_size
+from tests.rig.moto import MotoServer
+
 BENCHES = ("blob", "manifest", "rss")
 
 # (full, --quick) defaults; an explicit flag wins over both
@@ -74,10 +61,6 @@ DEFAULTS: dict[str, tuple[Any, Any]] = {
     "rss_size": ("256MiB", "8MiB"),
     "upload_budget": (180.0, 30.0),
 }
-
-
-def log(msg: str) -> None:
-    print(f"[micro {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -167,22 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@dataclass(frozen=True)
-class Config:
-    benches: tuple[str, ...]
-    duration_s: float
-    blob_size: int
-    blob_concurrency: int
-    manifest_concurrency: int
-    rss_blobs: int
-    rss_size: int
-    rss_interval_s: float
-    upload_budget_s: float
-    stream_timeout_s: float
-    json_out: str | None
-    quick: bool
-
-
 def resolve(args: argparse.Namespace) -> Config:
     def pick(name: str) -> Any:
         value = getattr(args, name)
@@ -208,132 +175,7 @@ def resolve(args: argparse.Namespace) -> Config:
     )
 
 
-# -- small helpers --------------------------------------------------------------------------
-
-
-class _DirClient:
-    """``put_object`` over a directory, so tests.s3tree.BucketWriter writes a registry:2 tree
-    on disk with exactly the bytes (and so the digests) it writes into the bucket."""
-
-    def __init__(self, root: Path) -> None:
-        self.driver = FilesystemDriver(str(root))
-
-    def put_object(self, *, Bucket: str, Key: str, Body: bytes) -> None:  # noqa: N803 (boto3)
-        self.driver.put(Key, Body)
-
-
-def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    """One GET on loopback: (status, headers, body)."""
-    u = urllib.parse.urlsplit(url)
-    assert u.hostname is not None
-    assert_loopback(u.hostname)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-    try:
-        conn.request("GET", u.path, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        conn.close()
-
-
-def expect(url: str, digest: str, headers: dict[str, str] | None = None) -> dict[str, str]:
-    """GET ``url`` and check it answers 200 with content of ``digest``; return the headers."""
-    status, hdrs, body = http_get(url, headers)
-    if status != 200 or digest_of(body) != digest:
-        raise RuntimeError(f"GET {url}: status {status}, got {digest_of(body)}, want {digest}")
-    return hdrs
-
-
-def s3_args(moto: MotoServer, bucket: str) -> list[str]:
-    return [
-        "--storage", f"s3://{bucket}",
-        "--s3-endpoint-url", moto.endpoint_url,
-        "--s3-path-style",
-        "--s3-region", "us-east-1",
-    ]  # fmt: skip
-
-
-def mib(kib: int | None) -> float | None:
-    return None if kib is None else round(kib / 1024, 1)
-
-
-def loaded(
-    bench: str,
-    server: str,
-    pid: int,
-    url: str,
-    concurrency: int,
-    duration_s: float,
-    headers: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    """One hey load against ``url`` with the server's CPU time (utime+stime, all threads and
-    child processes) measured around it."""
-    log(f"{bench}: hey -c {concurrency} -z {duration_s:g}s against {server}")
-    cpu0 = cpu_seconds(pid)
-    r: HeyResult = run_hey(url, concurrency=concurrency, duration_s=duration_s, headers=headers)
-    server_cpu = cpu_seconds(pid) - cpu0
-    row = {
-        "bench": bench,
-        "server": server,
-        "url": url,
-        "concurrency": concurrency,
-        **r.as_dict(),
-        "server_cpu_s": round(server_cpu, 2),
-        "server_cpu_pct_of_core": round(100 * server_cpu / r.total_s, 1) if r.total_s else None,
-        "server_rss_mib_after": mib(status_kib(pid, "VmRSS")),
-    }
-    if r.bad:
-        log(f"  WARNING {r.bad} non-200 responses or errors: {r.statuses} {r.error_lines}")
-    log(
-        f"  {r.req_s:.1f} req/s, {r.mib_s:.1f} MiB/s, p50 {r.p50_ms} ms, p99 {r.p99_ms} ms, "
-        f"server CPU {server_cpu:.2f} s, hey CPU {r.client_cpu_s:.2f} s"
-    )
-    return row
-
-
-def ratio(a: float, b: float) -> float | None:
-    return round(a / b, 3) if b else None
-
-
 # -- the benchmarks -------------------------------------------------------------------------
-
-
-@dataclass
-class Env:
-    """Shared fixtures: the registry:2 tree, the bucket with the same objects, the servers."""
-
-    stack: contextlib.ExitStack
-    root: Path
-    cfg: Config
-    moto: MotoServer | None = None
-    tree: Path | None = None
-    manifest_digest: str = ""
-    blob_digest: str = ""
-    distribution: Distribution | None = None
-    sidecar_s3: Sidecar | None = None
-
-
-def setup_image(env: Env) -> None:
-    """One image (a blob of --blob-size + config + OCI manifest, tagged) written identically to
-    a registry:2 tree on disk and to the moto bucket ``bench``."""
-    assert env.moto is not None
-    blob = os.urandom(env.cfg.blob_size)
-    env.tree = env.root / "tree"
-    m_fs, layers_fs = BucketWriter(_DirClient(env.tree), "-").image(REPO, TAG, [blob])
-    env.moto.create_bucket("bench")
-    m_s3, layers_s3 = BucketWriter(env.moto.client(), "bench").image(REPO, TAG, [blob])
-    assert (m_fs, layers_fs) == (m_s3, layers_s3), "tree and bucket must hold the same image"
-    env.manifest_digest, env.blob_digest = m_fs, layers_fs[0]
-    env.distribution = env.stack.enter_context(Distribution(root_dir=env.tree))
-    log(f"image {REPO}:{TAG} = {m_fs}; blob {layers_fs[0]} ({env.cfg.blob_size} bytes)")
-
-
-def start_sidecar(env: Env, args: list[str], name: str) -> Sidecar:
-    sc = Sidecar(args, data_dir=env.root / name)
-    env.stack.callback(sc.close)
-    sc.start()
-    log(f"sidecar {name} pid {sc.pid} on {sc.url}")
-    return sc
 
 
 def bench_blob(env: Env) -> dict[str, Any]:
@@ -362,7 +204,7 @@ def bench_blob(env: Env) -> dict[str, Any]:
         loaded(
             "blob",
             "distribution (filesystem driver)",
-            env.distribution._proc.pid if env.distribution._proc else 0,
+            pid_of(env.distribution),
             env.distribution.url + path,
             c,
             t,
@@ -397,18 +239,37 @@ def bench_manifest(env: Env) -> dict[str, Any]:
             raise RuntimeError(f"{url}: Docker-Content-Digest {h.get('Docker-Content-Digest')}")
 
     c, t, hh = cfg.manifest_concurrency, cfg.duration_s, (MANIFEST_ACCEPT,)
-    dist_pid = dist._proc.pid if dist._proc else 0
+    dist_pid = pid_of(dist)
     rows = [loaded("manifest", "bare aiohttp handler (small JSON)", bare.pid, bare.url + "/", c, t)]
-    rows.append(loaded("manifest", "regsidecar (filesystem tree)", sc_fs.pid, sc_fs.url + path, c, t, hh))
+    rows.append(
+        loaded("manifest", "regsidecar (filesystem tree)", sc_fs.pid, sc_fs.url + path, c, t, hh)
+    )
     mark = env.moto.mark()
-    rows.append(loaded("manifest", "regsidecar (S3 on moto, tag TTL 30 s)", sc_s3.pid, sc_s3.url + path, c, t, hh))
+    rows.append(
+        loaded(
+            "manifest",
+            "regsidecar (S3 on moto, tag TTL 30 s)",
+            sc_s3.pid,
+            sc_s3.url + path,
+            c,
+            t,
+            hh,
+        )
+    )
     rows[-1]["s3_requests_during_load"] = len(env.moto.requests(since=mark))
-    rows.append(loaded("manifest", "distribution (filesystem driver, same tree)", dist_pid, dist.url + path, c, t, hh))
+    rows.append(
+        loaded(
+            "manifest",
+            "distribution (filesystem driver, same tree)",
+            dist_pid,
+            dist.url + path,
+            c,
+            t,
+            hh,
+        )
+    )
     bare.stop()
     sc_fs.stop()
-    by = {r["server"]: r["req_s"] for r in rows}
-    fs, s3, dr, ba = (by[r["server"]] for r in rows[1:]), None, None, None  # placeholder
-    del fs, s3, dr, ba
     bare_rps, fs_rps, s3_rps, dist_rps = (r["req_s"] for r in rows)
     return {
         "rows": rows,
@@ -418,3 +279,81 @@ def bench_manifest(env: Env) -> dict[str, Any]:
             "sidecar-fs/bare aiohttp req/s": ratio(fs_rps, bare_rps),
         },
     }
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        root = Path(tempfile.mkdtemp(prefix="regsidecar-bench-"))
+        stack.callback(shutil.rmtree, root, ignore_errors=True)  # registered first: runs last
+        try:
+            env = Env(stack, root, cfg)
+            env.moto = stack.enter_context(MotoServer())
+            if "blob" in cfg.benches or "manifest" in cfg.benches:
+                setup_image(env)
+            for name, fn in (
+                ("blob", bench_blob),
+                ("manifest", bench_manifest),
+                ("rss", bench_rss),
+            ):
+                if name in cfg.benches:
+                    results[name] = fn(env)
+        except BaseException:
+            # A second Ctrl-C must not cut the clean-up short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            log("stopping every process started and removing temp dirs")
+            raise
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = resolve(args)
+    for binary in ("hey", "nginx", "docker-registry", "moto_server"):
+        if shutil.which(binary) is None:
+            print(
+                f"micro: {binary} is not on PATH (see tests/rig/install-deps.sh)", file=sys.stderr
+            )
+            return 2
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    meta = {
+        "date": date,
+        "command": "python -m benchmarks.micro"
+        + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
+        "machine": machine(),
+        "config": {k: v for k, v in vars(cfg).items()},
+    }
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    t0 = time.monotonic()
+    try:
+        results = run(cfg)
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    meta["wall_s"] = round(time.monotonic() - t0, 1)
+    results = {"meta": meta, **results}
+    print(render(results))
+    if cfg.json_out:
+        out = Path(cfg.json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        log(f"results written to {out}")
+    bad = sum(r["bad"] for b in ("blob", "manifest") if b in results for r in results[b]["rows"])
+    if "rss" in results:
+        bad += results["rss"]["clients"] - results["rss"]["verified_ok"]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,14 +6,14 @@
 #   apt: docker.io (dockerd 20.10 + containerd + runc + tini), skopeo, podman,
 #        docker-registry (distribution 2.8.2), nginx, hey, faketime, uidmap,
 #        util-linux/mount (unshare, mount --bind for the rig's private mount
-#        namespaces). Installed with their Recommends, the set the rig was
+#        namespaces), qemu-user (runs the demo image's arm64 program). Installed with their Recommends, the set the rig was
 #        tested with (podman wants netavark/containernetworking-plugins).
 #   pip: moto[server] + boto3 (+ pytest, pytest-timeout) if not importable by
 #        $PYTHON (default python3); normally they come from `pip install -e .[test]`.
 set -euo pipefail
 
 APT_PKGS=(docker.io skopeo podman docker-registry nginx hey faketime uidmap util-linux mount
-          ca-certificates)
+          ca-certificates qemu-user)
 PY="${PYTHON:-python3}"
 LOG="$(mktemp -t rig-install-deps.XXXXXX.log)"
 POLICY_RC=/usr/sbin/policy-rc.d
@@ -59,6 +59,6 @@ if ! command -v moto_server >/dev/null 2>&1 \
 fi
 
 for b in dockerd docker containerd skopeo podman docker-registry nginx hey faketime unshare \
-         moto_server; do
+         moto_server qemu-aarch64; do
     command -v "$b" >/dev/null 2>&1 || fail "still missing after install: $b"
 done

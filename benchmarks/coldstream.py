@@ -1,0 +1,152 @@
+"""Peak RSS of regsidecar while clients stream cold blobs: S3 (moto) -> sidecar -> client.
+
+The blobs are generated and uploaded one at a time (this process never holds more than one);
+the clients are aiohttp in this process, reading, hashing and discarding; VmRSS of the sidecar
+is sampled from /proc in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from typing import Any
+
+import aiohttp
+
+from benchmarks.common import RSS_REPO, Env, log, mib, s3_args, start_sidecar
+from benchmarks.loadgen import MiB
+from benchmarks.procstat import RssSampler, cpu_seconds, status_kib
+from tests.s3tree import BucketWriter
+
+
+async def _stream_one(session: aiohttp.ClientSession, url: str, digest: str) -> dict[str, Any]:
+    """GET one blob, reading and discarding it while hashing; never holds more than a chunk."""
+    t0 = time.monotonic()
+    async with session.get(url) as resp:
+        h = hashlib.sha256()
+        n = 0
+        async for chunk in resp.content.iter_chunked(1 << 20):
+            h.update(chunk)
+            n += len(chunk)
+        return {
+            "status": resp.status,
+            "x_cache": resp.headers.get("X-Cache", ""),
+            "bytes": n,
+            "sha256_ok": "sha256:" + h.hexdigest() == digest,
+            "seconds": round(time.monotonic() - t0, 2),
+        }
+
+
+async def _stream_all(urls: list[tuple[str, str]], timeout_s: float) -> list[dict[str, Any]]:
+    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=120)
+    connector = aiohttp.TCPConnector(limit=0)  # every client on its own connection, at once
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        return await asyncio.gather(*(_stream_one(session, u, d) for u, d in urls))
+
+
+def upload_cold_blobs(env: Env) -> dict[str, Any]:
+    """Generate and PUT --rss-blobs random blobs to the moto bucket ``rss``, one at a time (the
+    process never holds more than one); stop early when the next one would pass the budget."""
+    assert env.moto is not None
+    cfg = env.cfg
+    env.moto.create_bucket("rss")
+    writer = BucketWriter(env.moto.client(), "rss")
+    digests: list[str] = []
+    t0 = time.monotonic()
+    per_blob: list[float] = []
+    while len(digests) < cfg.rss_blobs:
+        t = time.monotonic()
+        data = os.urandom(cfg.rss_size)
+        digests.append(writer.blob(RSS_REPO, data))
+        del data
+        per_blob.append(time.monotonic() - t)
+        elapsed = time.monotonic() - t0
+        avg = elapsed / len(digests)
+        if len(digests) < cfg.rss_blobs and elapsed + avg > cfg.upload_budget_s:
+            break
+    upload_s = time.monotonic() - t0
+    avg = upload_s / len(digests)
+    info = {
+        "distinct_blobs": len(digests),
+        "upload_s": round(upload_s, 1),
+        "upload_mib_s": round(len(digests) * cfg.rss_size / MiB / upload_s, 1),
+        "per_blob_s": round(avg, 2),
+        "estimated_full_upload_s": round(avg * cfg.rss_blobs, 1),
+        "reduced": len(digests) < cfg.rss_blobs,
+    }
+    log(
+        f"rss: generated and uploaded {len(digests)} x {cfg.rss_size} bytes to moto in "
+        f"{upload_s:.1f} s ({avg:.2f} s per blob)"
+        + (" -- budget reached, clients share blobs" if info["reduced"] else "")
+    )
+    return {"digests": digests, **info}
+
+
+def bench_rss(env: Env) -> dict[str, Any]:
+    assert env.moto is not None
+    cfg = env.cfg
+    up = upload_cold_blobs(env)
+    digests: list[str] = up.pop("digests")
+    sc = start_sidecar(env, s3_args(env.moto, "rss"), "sidecar-rss")
+    time.sleep(1.0)  # let start-up settle before the baseline
+    baseline = status_kib(sc.pid, "VmRSS")
+    hwm_before = status_kib(sc.pid, "VmHWM")
+    urls = [
+        (f"{sc.url}/v2/{RSS_REPO}/blobs/{digests[i % len(digests)]}", digests[i % len(digests)])
+        for i in range(cfg.rss_blobs)
+    ]
+    mark = env.moto.mark()
+    log(f"rss: {len(urls)} clients streaming {len(digests)} cold blobs of {cfg.rss_size} bytes")
+    cpu0 = cpu_seconds(sc.pid)
+    t0 = time.monotonic()
+    with RssSampler(sc.pid, cfg.rss_interval_s) as sampler:
+        clients = asyncio.run(_stream_all(urls, cfg.stream_timeout_s))
+    wall = time.monotonic() - t0
+    cpu = cpu_seconds(sc.pid) - cpu0
+    hwm = status_kib(sc.pid, "VmHWM")
+    s3_gets = sum(
+        1 for r in env.moto.requests(since=mark) if r.method == "GET" and r.key.endswith("/data")
+    )
+    total_bytes = sum(c["bytes"] for c in clients)
+    ok = sum(1 for c in clients if c["status"] == 200 and c["sha256_ok"])
+    cached = len(sc.cache_files())
+    left_tmp = len(sc.temp_files())
+    result = {
+        **up,
+        "clients": len(clients),
+        "blob_bytes": cfg.rss_size,
+        "baseline_rss_mib": mib(baseline),
+        "vmhwm_before_stream_mib": mib(hwm_before),
+        "peak_rss_sampled_mib": mib(sampler.peak_kib),
+        "vmhwm_after_stream_mib": mib(hwm),
+        "samples": len(sampler.samples),
+        "interval_s": cfg.rss_interval_s,
+        "stream_wall_s": round(wall, 1),
+        "aggregate_mib_s": round(total_bytes / MiB / wall, 1),
+        "client_seconds_min_max": [
+            min(c["seconds"] for c in clients),
+            max(c["seconds"] for c in clients),
+        ],
+        "server_cpu_s": round(cpu, 2),
+        "server_cpu_pct_of_core": round(100 * cpu / wall, 1),
+        "verified_ok": ok,
+        "x_cache": sorted({c["x_cache"] for c in clients}),
+        "s3_blob_gets": s3_gets,
+        "cache_files_after": cached,
+        "temp_files_after": left_tmp,
+        "rss_timeline_mib": [
+            (round(t, 2), round(k / 1024, 1))
+            for t, k in sampler.samples[:: max(1, len(sampler.samples) // 200)]
+        ],
+    }
+    if ok != len(clients):
+        log(f"  WARNING only {ok}/{len(clients)} clients got verified content: {clients}")
+    log(
+        f"  baseline {result['baseline_rss_mib']} MiB, peak sampled "
+        f"{result['peak_rss_sampled_mib']} MiB, VmHWM {result['vmhwm_after_stream_mib']} MiB, "
+        f"{wall:.1f} s, {result['aggregate_mib_s']} MiB/s, sidecar CPU {cpu:.1f} s"
+    )
+    sc.stop()
+    return result

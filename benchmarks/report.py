@@ -1,0 +1,139 @@
+"""The Markdown report of a run (the JSON holds the same numbers and more)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from typing import Any
+
+import aiohttp
+
+from benchmarks.common import TARGET_RSS_MIB
+from benchmarks.loadgen import MiB
+from tests.rig.proc import which
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def _f(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def _verdict(value: float | None, target: float, higher_is_better: bool) -> str:
+    if value is None:
+        return "n/a"
+    met = value >= target if higher_is_better else value <= target
+    if met:
+        return "met"
+    short = (target - value) / target if higher_is_better else (value - target) / target
+    return f"MISSED by {100 * short:.0f}%"
+
+
+def render(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    out = [
+        f"## regsidecar micro benchmarks, {meta['date']}",
+        "",
+        f"`{meta['command']}` on {meta['machine']['cpus']} CPUs ({meta['machine']['kernel']}), "
+        f"Python {meta['machine']['python']}, aiohttp {meta['machine']['aiohttp']}, "
+        f"{meta['machine']['nginx']}, {meta['machine']['distribution']}.",
+        "",
+    ]
+    rows = [r for b in ("blob", "manifest") if b in results for r in results[b]["rows"]]
+    if rows:
+        out += [
+            "| bench | server | c | req/s | MiB/s | p50 ms | p99 ms "
+            "| server CPU s (% of a core) | hey CPU s | non-200 |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for r in rows:
+            out.append(
+                f"| {r['bench']} | {r['server']} | {r['concurrency']} | {_f(r['req_s'])} "
+                f"| {_f(r['mib_s']) if r['bytes_total'] > 1 << 20 else '-'} "
+                f"| {_f(r['p50_ms'], 2)} | {_f(r['p99_ms'], 2)} "
+                f"| {_f(r['server_cpu_s'], 2)} ({_f(r['server_cpu_pct_of_core'], 0)}%) "
+                f"| {_f(r['client_cpu_s'], 2)} | {r['bad']} |"
+            )
+        out.append("")
+    ratios: list[tuple[str, float | None, str, str]] = []
+    if "blob" in results:
+        rb = results["blob"]["ratios"]
+        v = rb["sidecar/nginx req/s"]
+        ratios.append(("blob: regsidecar / nginx req/s", v, ">= 0.9", _verdict(v, 0.9, True)))
+        v = rb["sidecar/distribution req/s"]
+        ratios.append(("blob: regsidecar / distribution req/s", v, "-", ""))
+    if "manifest" in results:
+        rm = results["manifest"]["ratios"]
+        v = rm["sidecar-fs/distribution req/s"]
+        ratios.append(
+            ("manifest: regsidecar (fs) / distribution req/s", v, ">= 4", _verdict(v, 4.0, True))
+        )
+        v = rm["sidecar-s3/distribution req/s"]
+        ratios.append(("manifest: regsidecar (S3) / distribution req/s", v, "-", ""))
+        v = rm["sidecar-fs/bare aiohttp req/s"]
+        ratios.append(("manifest: regsidecar (fs) / bare aiohttp req/s", v, "-", ""))
+    if ratios:
+        out += ["| ratio | measured | target | verdict |", "|---|--:|---|---|"]
+        out += [f"| {n} | {_f(v, 2)} | {t} | {verdict} |" for n, v, t, verdict in ratios]
+        out.append("")
+    if "rss" in results:
+        r = results["rss"]
+        size_mib = r["blob_bytes"] / MiB
+        share = (
+            f"; upload budget reached: {r['distinct_blobs']} distinct blobs, client i reads "
+            f"blob i mod {r['distinct_blobs']} "
+            f"(full set estimated {r['estimated_full_upload_s']} s)"
+            if r["reduced"]
+            else ""
+        )
+        out += [
+            "| cold stream through regsidecar (S3 on moto) | value |",
+            "|---|---|",
+            f"| clients x blob size | {r['clients']} x {size_mib:g} MiB, "
+            f"{r['distinct_blobs']} distinct blobs{share} |",
+            f"| generate + upload to moto | {r['upload_s']} s ({r['per_blob_s']} s per blob, "
+            f"{r['upload_mib_s']} MiB/s) |",
+            f"| baseline RSS after start | {_f(r['baseline_rss_mib'])} MiB |",
+            f"| peak VmRSS, sampled every {r['interval_s'] * 1000:g} ms ({r['samples']} samples) "
+            f"| {_f(r['peak_rss_sampled_mib'])} MiB |",
+            f"| VmHWM after the stream (kernel's peak) | {_f(r['vmhwm_after_stream_mib'])} MiB |",
+            f"| target peak <= 150 MiB | "
+            f"{_verdict(r['vmhwm_after_stream_mib'], TARGET_RSS_MIB, False)} |",
+            f"| wall time, aggregate throughput | {r['stream_wall_s']} s, "
+            f"{r['aggregate_mib_s']} MiB/s (each client {r['client_seconds_min_max'][0]}"
+            f"-{r['client_seconds_min_max'][1]} s) |",
+            f"| sidecar CPU during the stream | {r['server_cpu_s']} s "
+            f"({_f(r['server_cpu_pct_of_core'], 0)}% of a core) |",
+            f"| sha256 verified by the clients | {r['verified_ok']}/{r['clients']} "
+            f"(X-Cache {', '.join(r['x_cache'])}; S3 GETs of blob data {r['s3_blob_gets']}) |",
+            "",
+        ]
+    out += [
+        "Notes: hey and every server run on the same machine and share its "
+        f"{meta['machine']['cpus']} cores (so does the moto server, and the aiohttp client of "
+        "the cold stream): a server near 100% of a core is CPU-bound, and the load generator "
+        "takes CPU from it. hey targets 127.0.0.1 only; every load is bounded by -z.",
+    ]
+    return "\n".join(out)
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    text = (cp.stdout + cp.stderr).strip().splitlines()
+    return text[0] if text else "?"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "nginx": _version([which("nginx"), "-v"]).replace("nginx version: ", ""),
+        "distribution": "distribution "
+        + _version([which("docker-registry"), "--version"]).rsplit(" ", 1)[-1],
+    }
