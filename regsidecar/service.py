@@ -35,6 +35,7 @@ from regsidecar.cache.store import BlobCache
 from regsidecar.config import Settings
 from regsidecar.errors import (
     BlobUnknown,
+    DigestInvalid,
     IntegrityError,
     ManifestInvalid,
     ManifestUnknown,
@@ -245,7 +246,7 @@ class Registry:
             return manifest
         try:
             sub_digest = parse_digest(choice.substitute)
-        except Exception as exc:
+        except DigestInvalid as exc:
             raise ManifestUnknown("manifest list entry has an invalid digest") from exc
         if not await self._linked("manifest", name, sub_digest):
             raise ManifestUnknown(f"unknown manifest {name}@{sub_digest}")

@@ -244,3 +244,28 @@ async def test_head_of_a_cold_blob_does_not_download_it(
     assert moto.count("GET", key, since=mark) == 0
     assert moto.count("HEAD", key, since=mark) == 1
     assert sidecar.cache_files() == []
+
+
+async def test_client_that_disconnects_mid_stream_does_not_stop_the_download(
+    moto: MotoServer, writer: BucketWriter, sidecar: Sidecar
+) -> None:
+    """The download is detached from the request: it completes, is verified and cached."""
+    data = os.urandom(48 * MiB)
+    digest = writer.blob("app", data)
+    url = f"{sidecar.url}/v2/app/blobs/{digest}"
+    async with aiohttp.ClientSession() as session:
+        resp = await session.get(url)
+        assert resp.status == 200
+        await resp.content.readexactly(256 * 1024)
+        resp.close()  # hang up mid-blob
+    name = digest.split(":")[1]
+    for _ in range(500):
+        if [p.name for p in sidecar.cache_files()] == [name]:
+            break
+        await asyncio.sleep(0.02)
+    assert [p.name for p in sidecar.cache_files()] == [name]
+    async with aiohttp.ClientSession() as session:
+        status, got, n = await _get_digest(session, url)
+    assert (status, got, n) == (200, digest, len(data))
+    logs = sidecar.logs()
+    assert not [e for e in logs if e.get("level") == "error"]

@@ -130,6 +130,10 @@ async def get_blob(request: web.Request, name: str, digest: Digest) -> web.Strea
         if request.transport is not None:
             request.transport.abort()
         return resp
+    except ConnectionError:
+        # The client went away; the download goes on for the cache and other readers.
+        log.debug("client disconnected", extra={"digest": str(digest)})
+        return resp
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
     await resp.write_eof()
