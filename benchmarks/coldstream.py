@@ -10,12 +10,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import resource
 import time
 from typing import Any
 
 import aiohttp
 
-from benchmarks.common import RSS_REPO, Env, log, mib, s3_args, start_sidecar
+from benchmarks.common import (
+    RSS_REPO,
+    Env,
+    log,
+    mib,
+    pid_of_moto,
+    s3_args,
+    start_sidecar,
+    wait_quiet,
+)
 from benchmarks.loadgen import MiB
 from benchmarks.procstat import RssSampler, cpu_seconds, machine_busy_s, status_kib
 from tests.s3tree import BucketWriter
@@ -84,6 +94,11 @@ def upload_cold_blobs(env: Env) -> dict[str, Any]:
     return {"digests": digests, **info}
 
 
+def _self_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def bench_rss(env: Env) -> dict[str, Any]:
     assert env.moto is not None
     cfg = env.cfg
@@ -98,14 +113,19 @@ def bench_rss(env: Env) -> dict[str, Any]:
         for i in range(cfg.rss_blobs)
     ]
     mark = env.moto.mark()
+    moto_pid = pid_of_moto(env.moto)
+    waited = wait_quiet(cfg.quiet_wait_s)
     log(f"rss: {len(urls)} clients streaming {len(digests)} cold blobs of {cfg.rss_size} bytes")
-    cpu0, busy0 = cpu_seconds(sc.pid), machine_busy_s()
+    cpu0, moto0, me0 = cpu_seconds(sc.pid), cpu_seconds(moto_pid), _self_cpu_s()
+    busy0 = machine_busy_s()
     t0 = time.monotonic()
     with RssSampler(sc.pid, cfg.rss_interval_s) as sampler:
         clients = asyncio.run(_stream_all(urls, cfg.stream_timeout_s))
     wall = time.monotonic() - t0
     cpu = cpu_seconds(sc.pid) - cpu0
-    other = machine_busy_s() - busy0 - cpu
+    moto_cpu = cpu_seconds(moto_pid) - moto0
+    me = _self_cpu_s() - me0
+    other = machine_busy_s() - busy0 - cpu - moto_cpu - me
     hwm = status_kib(sc.pid, "VmHWM")
     s3_gets = sum(
         1 for r in env.moto.requests(since=mark) if r.method == "GET" and r.key.endswith("/data")
@@ -132,7 +152,10 @@ def bench_rss(env: Env) -> dict[str, Any]:
         ],
         "server_cpu_s": round(cpu, 2),
         "server_cpu_pct_of_core": round(100 * cpu / wall, 1),
-        "other_cpu_s": round(other, 1),
+        "moto_cpu_s": round(moto_cpu, 1),
+        "client_cpu_s": round(me, 1),
+        "other_cpu_s": round(max(0.0, other), 1),
+        "waited_for_quiet_s": waited,
         "verified_ok": ok,
         "x_cache": sorted({c["x_cache"] for c in clients}),
         "s3_blob_gets": s3_gets,

@@ -47,6 +47,8 @@ class Config:
     benches: tuple[str, ...]
     duration_s: float
     blob_size: int
+    rounds: int
+    quiet_wait_s: float
     blob_concurrency: int
     manifest_concurrency: int
     rss_blobs: int
@@ -144,11 +146,31 @@ def loaded(
     return row
 
 
+def wait_quiet(max_wait_s: float, threshold: float = 0.10, window_s: float = 0.5) -> float:
+    """Wait (at most ``max_wait_s``) until the machine's busy CPU over ``window_s`` is below
+    ``threshold`` of one core; return the seconds waited. Our own idle servers use ~nothing."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < max_wait_s:
+        busy0 = machine_busy_s()
+        time.sleep(window_s)
+        if (machine_busy_s() - busy0) / window_s < threshold:
+            break
+    return round(time.monotonic() - t0, 1)
+
+
 def pid_of(dist: Distribution) -> int:
     """The registry's PID (the rig's Distribution does not expose it)."""
     proc = dist._proc
     if proc is None:
         raise RuntimeError("distribution is not running")
+    return proc.pid
+
+
+def pid_of_moto(moto: MotoServer) -> int:
+    """The moto server's PID (the rig's MotoServer does not expose it)."""
+    proc = moto._proc
+    if proc is None:
+        raise RuntimeError("moto is not running")
     return proc.pid
 
 

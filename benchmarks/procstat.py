@@ -111,8 +111,9 @@ class RssSampler:
 
 def machine_busy_s() -> float:
     """CPU seconds all cores have spent busy since boot (/proc/stat: everything but idle and
-    iowait). The difference across a load, minus the server's and hey's CPU, is what the rest
-    of the machine used meanwhile."""
+    iowait). Across a load, this minus the CPU of the processes we account for is what the
+    rest of the machine used (±0.3 s or so: /proc/stat and per-process times are sampled
+    differently, and interrupt time lands in either)."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:9]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields

@@ -1,0 +1,54 @@
+"""``python -m benchmarks.micro --quick`` runs end to end against the real peers and reports
+every benchmark (tiny sizes, 1 s loads): the benchmark code itself keeps working."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.rig.proc import child_env, missing
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.rig, pytest.mark.timeout(180)]
+
+
+def test_micro_quick_runs_every_benchmark_and_writes_json(tmp_path: Path) -> None:
+    """--quick: blob, manifest and rss results, all 200 and verified, table and JSON agree."""
+    absent = missing("hey", "nginx", "docker-registry", "moto_server")
+    if absent:
+        pytest.skip(f"not installed: {', '.join(absent)} (run tests/rig/install-deps.sh)")
+    out = tmp_path / "micro.json"
+    env = child_env({"TMPDIR": str(tmp_path)})
+    cp = subprocess.run(
+        [sys.executable, "-m", "benchmarks.micro", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert cp.returncode == 0, cp.stderr[-4000:]
+    results = json.loads(out.read_text())
+    assert {"meta", "blob", "manifest", "rss"} <= results.keys()
+    for bench in ("blob", "manifest"):
+        for row in results[bench]["rows"]:
+            assert row["req_s"] > 0 and row["bad"] == 0, row
+            assert row["p50_ms"] is not None and row["server_cpu_s"] >= 0, row
+            assert f"| {bench} | {row['server']} |" in cp.stdout
+        assert all(v and v > 0 for v in results[bench]["ratios"].values())
+    # the cache-hit row really is a hit: no S3 traffic while it was loaded
+    assert results["blob"]["rows"][0]["s3_requests_during_load"] == 0
+    rss = results["rss"]
+    assert rss["verified_ok"] == rss["clients"] == 3
+    assert rss["x_cache"] == ["miss"] and rss["s3_blob_gets"] == rss["distinct_blobs"]
+    assert 0 < rss["baseline_rss_mib"] <= rss["vmhwm_after_stream_mib"]
+    assert rss["temp_files_after"] == 0
+    assert "| ratio | measured | target | verdict |" in cp.stdout
+    # every temp dir the run made (under our TMPDIR) is gone again
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["micro.json"]
+    assert os.path.getsize(out) > 0
