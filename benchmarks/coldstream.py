@@ -21,7 +21,6 @@ from benchmarks.common import (
     Env,
     log,
     mib,
-    pid_of_moto,
     s3_args,
     start_sidecar,
     wait_quiet,
@@ -113,7 +112,7 @@ def bench_rss(env: Env) -> dict[str, Any]:
         for i in range(cfg.rss_blobs)
     ]
     mark = env.moto.mark()
-    moto_pid = pid_of_moto(env.moto)
+    moto_pid = env.moto.pid
     waited = wait_quiet(cfg.quiet_wait_s)
     log(f"rss: {len(urls)} clients streaming {len(digests)} cold blobs of {cfg.rss_size} bytes")
     cpu0, moto0, me0 = cpu_seconds(sc.pid), cpu_seconds(moto_pid), _self_cpu_s()

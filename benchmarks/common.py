@@ -158,22 +158,6 @@ def wait_quiet(max_wait_s: float, threshold: float = 0.10, window_s: float = 0.5
     return round(time.monotonic() - t0, 1)
 
 
-def pid_of(dist: Distribution) -> int:
-    """The registry's PID (the rig's Distribution does not expose it)."""
-    proc = dist._proc
-    if proc is None:
-        raise RuntimeError("distribution is not running")
-    return proc.pid
-
-
-def pid_of_moto(moto: MotoServer) -> int:
-    """The moto server's PID (the rig's MotoServer does not expose it)."""
-    proc = moto._proc
-    if proc is None:
-        raise RuntimeError("moto is not running")
-    return proc.pid
-
-
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
 

@@ -44,7 +44,6 @@ from benchmarks.common import (
     expect,
     loaded,
     log,
-    pid_of,
     ratio,
     s3_args,
     setup_image,
@@ -264,7 +263,7 @@ def bench_blob(env: Env) -> dict[str, Any]:
         [
             Target("regsidecar (S3 on moto, cache hit)", sc.pid, sc.url + path),
             Target("nginx sendfile (same cached file)", ngx.pid, ngx.url + ngx_path),
-            Target("distribution (filesystem driver)", pid_of(dist), dist.url + path),
+            Target("distribution (filesystem driver)", dist.pid, dist.url + path),
         ],
     )
     ngx.stop()
@@ -304,9 +303,7 @@ def bench_manifest(env: Env) -> dict[str, Any]:
             Target("bare aiohttp handler (small JSON)", bare.pid, bare.url + "/"),
             Target("regsidecar (filesystem tree)", sc_fs.pid, sc_fs.url + path, hh),
             Target("regsidecar (S3 on moto, tag TTL 30 s)", sc_s3.pid, sc_s3.url + path, hh),
-            Target(
-                "distribution (filesystem driver, same tree)", pid_of(dist), dist.url + path, hh
-            ),
+            Target("distribution (filesystem driver, same tree)", dist.pid, dist.url + path, hh),
         ],
     )
     bare.stop()

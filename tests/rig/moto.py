@@ -241,5 +241,12 @@ class MotoServer:
             and (status is None or r.status == status)
         )
 
+    @property
+    def pid(self) -> int:
+        """PID of the running server process."""
+        if self._proc is None:
+            raise RuntimeError("not running")
+        return self._proc.pid
+
     def log_tail(self) -> str:
         return tail_file(self.log_path)

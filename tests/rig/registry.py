@@ -140,6 +140,13 @@ class Distribution:
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    @property
+    def pid(self) -> int:
+        """PID of the running server process."""
+        if self._proc is None:
+            raise RuntimeError("not running")
+        return self._proc.pid
+
     def log_tail(self) -> str:
         return tail_file(self.log_path)
 
