@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -21,7 +22,7 @@ from regsidecar.api.keys import REGISTRY, SETTINGS
 from regsidecar.api.middleware import add_api_version, oci_errors
 from regsidecar.api.server import OCIAppRunner
 from regsidecar.config import Settings
-from regsidecar.logs import AccessLogger
+from regsidecar.logs import LineBatcher, access_logger_class
 from regsidecar.service import Registry
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,11 @@ def create_app(settings: Settings) -> web.Application:
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM, then drain and close."""
     app = create_app(settings)
+    batcher = LineBatcher(sys.stdout)
     runner = OCIAppRunner(
         app,
-        access_log_class=AccessLogger,
+        access_log_class=access_logger_class(batcher),
+        # aiohttp wants a Logger to enable access logging; lines go through the batcher.
         access_log=logging.getLogger("regsidecar.access") if settings.log.access else None,
         handle_signals=False,
         shutdown_timeout=10.0,
@@ -78,3 +81,4 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     finally:
         log.info("shutting down")
         await runner.cleanup()
+        batcher.flush()
