@@ -14,6 +14,9 @@ key upper-cased with ``.`` as ``_``::
       max_bytes: 20GiB                      REGSIDECAR_CACHE_MAX_BYTES
       min_free_bytes: 2GiB                  REGSIDECAR_CACHE_MIN_FREE_BYTES
       tag_ttl_s: 30                         REGSIDECAR_CACHE_TAG_TTL_S
+    clock:
+      correct: true                         REGSIDECAR_CLOCK_CORRECT
+      max_offset_warn_s: 60                 REGSIDECAR_CLOCK_MAX_OFFSET_WARN_S
 
 Credentials are never part of it: boto3's chain (instance role, environment, profile) finds
 them. An invalid value raises :class:`~regsidecar.errors.ConfigError` naming the dotted key.
@@ -94,6 +97,13 @@ class CacheSettings(_Model):
     manifest_memory_bytes: ByteSize = 64 * 1024**2
 
 
+class ClockSettings(_Model):
+    """Clock-skew handling for S3 signing."""
+
+    correct: bool = True  # sign with the S3-corrected clock
+    max_offset_warn_s: float = Field(60.0, ge=0)
+
+
 class LogSettings(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     access: bool = True
@@ -114,6 +124,7 @@ class Settings(_Model):
     storage: str = ""  # s3://bucket[/prefix] or a directory; "" = <data_dir>/registry
     s3: S3Settings = S3Settings()
     cache: CacheSettings = CacheSettings()
+    clock: ClockSettings = ClockSettings()
     log: LogSettings = LogSettings()
 
     @field_validator("listen")

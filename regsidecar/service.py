@@ -32,6 +32,7 @@ from cachetools import LRUCache, TTLCache
 
 from regsidecar.cache.singleflight import BlobFetch, SingleFlight
 from regsidecar.cache.store import BlobCache
+from regsidecar.clock.skew import SkewEstimator
 from regsidecar.config import Settings
 from regsidecar.errors import (
     BlobUnknown,
@@ -158,7 +159,9 @@ class Registry:
                     connect_timeout_s=s3.connect_timeout_s,
                     read_timeout_s=s3.read_timeout_s,
                     max_connections=s3.max_connections,
-                )
+                ),
+                correct_clock=settings.clock.correct,
+                warn_offset_s=settings.clock.max_offset_warn_s,
             )
             c = settings.cache
             cache = BlobCache(
@@ -171,6 +174,22 @@ class Registry:
         else:
             driver = FilesystemDriver(settings.filesystem_root)
         return cls(driver, cache, settings)
+
+    @property
+    def clock(self) -> SkewEstimator | None:
+        """The S3 clock estimate (None for a directory store: nothing is signed)."""
+        return self.driver.clock if isinstance(self.driver, S3Driver) else None
+
+    def clock_status(self) -> dict[str, object] | None:
+        if not isinstance(self.driver, S3Driver):
+            return None
+        clock = self.driver.clock
+        return {
+            "offset_s": round(clock.offset, 3),
+            "samples": clock.samples,
+            "jumps": clock.jumps,
+            "correcting": self.driver.correct_clock,
+        }
 
     async def close(self) -> None:
         for fetch in list(self._fetches.values()):

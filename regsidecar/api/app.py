@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from regsidecar.api import handlers
-from regsidecar.api.keys import REGISTRY, SETTINGS
+from regsidecar.api import handlers, ops
+from regsidecar.api.keys import METRICS, REGISTRY, SETTINGS
 from regsidecar.api.middleware import add_api_version, oci_errors
 from regsidecar.api.server import OCIAppRunner
 from regsidecar.config import Settings
 from regsidecar.logs import LineBatcher, access_logger_class
+from regsidecar.metrics import Metrics
 from regsidecar.service import Registry
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     registry = await Registry.open(settings)
     app[REGISTRY] = registry
+    clock = registry.clock
+    if clock is not None:
+        app[METRICS].watch_clock(lambda: clock.offset, lambda: clock.jumps)
     log.info(
         "store opened",
         extra={
@@ -46,8 +50,11 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[oci_errors])
     app[SETTINGS] = settings
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_registry_ctx)
     app.on_response_prepare.append(add_api_version)
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/metrics", ops.metrics)
     app.router.add_route("*", "/{tail:.*}", handlers.dispatch)
     return app
 

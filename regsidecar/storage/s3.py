@@ -10,6 +10,9 @@ event loop with no thread per download and no whole-object reads.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
+import logging
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -22,10 +25,16 @@ import botocore.session
 from yarl import URL
 
 from regsidecar.clock.signer import ClockedS3Signer
+from regsidecar.clock.skew import SkewEstimator
 from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
 from regsidecar.storage.base import CHUNK
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+log = logging.getLogger(__name__)
+
+
+class ClockSkewed(StorageError):
+    """S3 refused the request's signing time (more than 15 minutes from its own clock)."""
 
 
 class AccessDenied(StorageError):
@@ -56,19 +65,35 @@ class S3Driver:
         credentials: Any,
         region: str,
         *,
-        now: Callable[[], float] = time.time,
+        clock: SkewEstimator | None = None,
+        correct_clock: bool = True,
+        warn_offset_s: float = 60.0,
     ) -> None:
         self.options = options
         self.region = region
         self._session = session
         self._credentials = credentials
-        self._signer = ClockedS3Signer(credentials, region, now=now) if credentials else None
+        self.clock = clock or SkewEstimator()
+        self.correct_clock = correct_clock
+        self._warn_offset_s = warn_offset_s
+        self._warned = False
+        self._sign_time: Callable[[], float] = self.clock.now if correct_clock else time.time
+        self._signer = (
+            ClockedS3Signer(credentials, region, now=self._sign_time) if credentials else None
+        )
         self._prefix = options.prefix.strip("/")
         self._base = _base_url(options, region)
         self.description = f"s3://{options.bucket}/{self._prefix}".rstrip("/")
 
     @classmethod
-    async def open(cls, options: S3Options, *, now: Callable[[], float] = time.time) -> S3Driver:
+    async def open(
+        cls,
+        options: S3Options,
+        *,
+        clock: SkewEstimator | None = None,
+        correct_clock: bool = True,
+        warn_offset_s: float = 60.0,
+    ) -> S3Driver:
         """Resolve credentials and region (possibly via IMDS, so in a thread) and connect."""
         bsession = botocore.session.Session()
         credentials = await asyncio.to_thread(bsession.get_credentials)
@@ -83,7 +108,15 @@ class S3Driver:
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
-        return cls(options, session, credentials, region, now=now)
+        return cls(
+            options,
+            session,
+            credentials,
+            region,
+            clock=clock,
+            correct_clock=correct_clock,
+            warn_offset_s=warn_offset_s,
+        )
 
     # -- requests -------------------------------------------------------------------------
 
@@ -103,29 +136,97 @@ class S3Driver:
     async def _request(
         self, method: str, url: str, key: str, headers: dict[str, str] | None = None
     ) -> aiohttp.ClientResponse:
-        signed = await self._headers(method, url, headers or {})
+        if self.clock.stale:
+            await self.sample_clock()
+        for attempt in (1, 2):
+            signed_at = self._sign_time()
+            signed = await self._headers(method, url, headers or {})
+            sent = time.time()
+            try:
+                resp = await self._session.request(method, URL(url, encoded=True), headers=signed)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise UpstreamUnavailable(key, f"{type(exc).__name__}: {exc}") from exc
+            received = time.time()
+            server_date = _http_date(resp.headers.get("Date"))
+            if resp.status < 300:
+                self._observe(server_date, sent, received)
+                return resp
+            try:
+                body = await resp.read() if method != "HEAD" else b""
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UpstreamUnavailable(key, f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                resp.release()
+            code = _error_code(body)
+            if resp.status == 403 and _is_skew_rejection(code, server_date, signed_at):
+                server_time = _server_time(body) or server_date
+                if server_time is not None:
+                    self.clock.observe_rejection(server_time, received)
+                    self._check_offset()
+                if self.correct_clock and attempt == 1:
+                    log.warning(
+                        "S3 rejected the request time; retrying with the corrected clock",
+                        extra={"offset_s": round(self.clock.offset, 1), "key": key},
+                    )
+                    continue
+                raise ClockSkewed(key, self._skew_message())
+            self._observe(server_date, sent, received)
+            if resp.status == 404:
+                raise NotFound(key)
+            if resp.status == 416:
+                raise NotFound(key, "range not satisfiable")
+            if resp.status == 403:
+                raise AccessDenied(key, f"S3 403 {code or 'Forbidden'}")
+            if resp.status >= 500 or code in ("SlowDown", "RequestTimeout"):
+                raise UpstreamUnavailable(key, f"S3 {resp.status} {code}")
+            raise StorageError(key, f"S3 {resp.status} {code}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- clock --------------------------------------------------------------------------------
+
+    async def sample_clock(self) -> float:
+        """Learn S3's time from one cheap unsigned HEAD of the bucket (any answer carries a
+        Date header, even a 403); done before the first request and after a local clock jump.
+        Returns the offset."""
+        sent = time.time()
         try:
-            resp = await self._session.request(method, URL(url, encoded=True), headers=signed)
+            async with self._session.head(URL(self._base, encoded=True)) as resp:
+                received = time.time()
+                self._observe(_http_date(resp.headers.get("Date")), sent, received)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise UpstreamUnavailable(key, f"{type(exc).__name__}: {exc}") from exc
-        if resp.status < 300:
-            return resp
-        try:
-            body = await resp.read() if method != "HEAD" else b""
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamUnavailable(key, f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            resp.release()
-        code = _error_code(body)
-        if resp.status == 404:
-            raise NotFound(key)
-        if resp.status == 416:
-            raise NotFound(key, "range not satisfiable")
-        if resp.status == 403:
-            raise AccessDenied(key, f"S3 403 {code or 'Forbidden'}")
-        if resp.status >= 500 or code in ("SlowDown", "RequestTimeout"):
-            raise UpstreamUnavailable(key, f"S3 {resp.status} {code}")
-        raise StorageError(key, f"S3 {resp.status} {code}")
+            log.debug("clock sample failed", extra={"error": str(exc)})
+        # Either way, do not ask again before the next jump: requests keep feeding samples.
+        self.clock.stale = False
+        return self.clock.offset
+
+    def _observe(self, server_date: float | None, sent: float, received: float) -> None:
+        if server_date is None:
+            return
+        self.clock.observe(server_date, sent, received)
+        self._check_offset()
+
+    def _check_offset(self) -> None:
+        offset = self.clock.offset
+        if abs(offset) > self._warn_offset_s and not self._warned:
+            self._warned = True
+            log.warning(
+                "local clock is far from S3's",
+                extra={
+                    "offset_s": round(offset, 1),
+                    "correcting": self.correct_clock,
+                    "fix": "sync the clock: 'chronyc makestep' (or 'ntpdate -u pool.ntp.org'); "
+                    'in a boot2docker-style VM set it from the host: date --set "$(date -u)"',
+                },
+            )
+        elif abs(offset) <= self._warn_offset_s:
+            self._warned = False
+
+    def _skew_message(self) -> str:
+        return (
+            f"S3 rejected the request time (RequestTimeTooSkewed): the local clock is "
+            f"{self.clock.offset:+.0f} s from S3's. Fix the clock (chronyc makestep) or enable "
+            f"clock.correct"
+        )
 
     # -- Driver ---------------------------------------------------------------------------
 
@@ -224,6 +325,35 @@ def _base_url(options: S3Options, region: str) -> str:
     if options.path_style or "." in bucket:
         return f"https://s3.{region}.amazonaws.com/{bucket}/"
     return f"https://{bucket}.s3.{region}.amazonaws.com/"
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _server_time(body: bytes) -> float | None:
+    """ServerTime of a RequestTimeTooSkewed error body (ISO 8601, e.g. 2026-11-22T00:10:00Z)."""
+    try:
+        text = ET.fromstring(body).findtext("ServerTime") or ""
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ET.ParseError, ValueError):
+        return None
+
+
+# S3 allows 15 minutes; a 403 whose Date is further than this from our signing time is a
+# rejection of the time even when the body (a HEAD has none) does not say so.
+_SKEW_LIMIT_S = 14 * 60
+
+
+def _is_skew_rejection(code: str, server_date: float | None, signed_at: float) -> bool:
+    if code == "RequestTimeTooSkewed":
+        return True
+    return not code and server_date is not None and abs(server_date - signed_at) > _SKEW_LIMIT_S
 
 
 def _error_code(body: bytes) -> str:
