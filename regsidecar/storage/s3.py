@@ -214,7 +214,7 @@ class S3Driver:
                 extra={
                     "offset_s": round(offset, 1),
                     "correcting": self.correct_clock,
-                    "fix": "sync the clock: 'chronyc makestep' (or 'ntpdate -u pool.ntp.org'); "
+                    "fix": "sync the clock: 'chronyc makestep' (or 'timedatectl set-ntp true'); "
                     'in a boot2docker-style VM set it from the host: date --set "$(date -u)"',
                 },
             )
