@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
+from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -43,7 +43,10 @@ class _OCIRequestHandler(RequestHandler):
             err = _BadRequest("request line or header fields too large", status=431)
         else:
             err = _BadRequest(f"malformed HTTP request: {message or exc}"[:300], status=status)
-        log.warning(
+        # docker first tries TLS on a plain-HTTP registry: a ClientHello is not an error here.
+        level = logging.DEBUG if isinstance(exc, BadHttpMethod) else logging.WARNING
+        log.log(
+            level,
             "bad request",
             extra={"status": err.status, "error": str(exc)[:200], "remote": request.remote},
         )

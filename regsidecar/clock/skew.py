@@ -68,10 +68,16 @@ class SkewEstimator:
         self.stale = False
 
     def observe_rejection(self, server_time: float, received: float) -> None:
-        """S3 said RequestTimeTooSkewed: our estimate is wrong, so start again from this one."""
+        """S3 said RequestTimeTooSkewed: our estimate is wrong, so start again from this one.
+
+        The rejection is strong evidence (S3 itself says we are over 15 minutes off), so it
+        fills a majority of the window: one odd sample after it (a stale ``Date``) cannot pull
+        the median back, while a run of consistent new samples still moves it."""
         self._check_jump()
         self._samples.clear()
-        self._samples.append(server_time + _HALF_SECOND - received)
+        sample = server_time + _HALF_SECOND - received
+        majority = (self._samples.maxlen or 1) // 2 + 1
+        self._samples.extend([sample] * majority)
         self.stale = False
 
     @property

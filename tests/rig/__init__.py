@@ -2,7 +2,10 @@
 
 * ``ports``    -- free_port, wait_tcp, wait_http (bounded polling)
 * ``proc``     -- start/stop by PID, run-and-check, private mount namespaces
-* ``moto``     -- MotoServer: real S3 API (moto_server subprocess) + request counter
+* ``moto``     -- MotoServer: real S3 API (moto_server subprocess) + request counter;
+                  ``auth=True`` checks signatures of an IAM user's key (never the time)
+* ``s3rver``   -- S3rver: s3rver 3.7.1 (node), which refuses requests signed >15 min off
+                  (RequestTimeTooSkewed); seed it with upload_tree
 * ``registry`` -- Distribution: stock registry:2 (docker-registry 2.8.2), fs or s3 driver;
                   registry:2 bucket-layout key helpers
 * ``images``   -- build_oci_layout: deterministic OCI layouts in pure Python

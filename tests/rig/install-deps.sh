@@ -10,7 +10,12 @@
 #        tested with (podman wants netavark/containernetworking-plugins).
 #   pip: moto[server] + boto3 (+ pytest, pytest-timeout) if not importable by
 #        $PYTHON (default python3); normally they come from `pip install -e .[test]`.
+#   npm: s3rver 3.7.1 (tests/rig/s3rver.py) into tests/rig/node/node_modules with
+#        `npm ci` from the committed package-lock.json. node/npm usually come with the
+#        machine image; if not, apt's nodejs + npm (Debian 12: node 18) are installed.
 set -euo pipefail
+
+NODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/node"
 
 APT_PKGS=(docker.io skopeo podman docker-registry nginx hey faketime uidmap util-linux mount
           ca-certificates qemu-user)
@@ -38,6 +43,11 @@ for p in "${APT_PKGS[@]}"; do
     fi
 done
 
+if [ ! -x "$NODE_DIR/node_modules/.bin/s3rver" ]; then
+    command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+    command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+fi
+
 if [ "${#need_apt[@]}" -gt 0 ]; then
     [ "$(id -u)" = 0 ] || fail "must run as root to install: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
@@ -58,7 +68,15 @@ if ! command -v moto_server >/dev/null 2>&1 \
         || fail "pip install failed"
 fi
 
+if [ ! -x "$NODE_DIR/node_modules/.bin/s3rver" ]; then
+    command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+        || fail "node and npm are needed for s3rver (apt-get install nodejs npm)"
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund) >>"$LOG" 2>&1 \
+        || fail "npm ci in $NODE_DIR failed"
+    [ -x "$NODE_DIR/node_modules/.bin/s3rver" ] || fail "npm ci did not install s3rver"
+fi
+
 for b in dockerd docker containerd skopeo podman docker-registry nginx hey faketime unshare \
-         moto_server qemu-aarch64; do
+         moto_server qemu-aarch64 node npm; do
     command -v "$b" >/dev/null 2>&1 || fail "still missing after install: $b"
 done

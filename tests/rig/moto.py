@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .ports import LOOPBACK, free_port, http_status, tail_file, wait_http, wait_until
+from .ports import (
+    LOOPBACK,
+    assert_loopback,
+    free_port,
+    http_status,
+    tail_file,
+    wait_http,
+    wait_until,
+)
 from .proc import LoggedProcess, child_env, which
 
 #: Dummy credentials moto accepts (it checks no signature unless auth is enabled).
 ACCESS_KEY = "rigtestaccesskey"
 SECRET_KEY = "rigtestsecretkey"
 REGION = "us-east-1"
+
+#: With ``auth=True``: the IAM user whose access key the rig creates, and its policy.
+AUTH_USER = "rig-s3-user"
+AUTH_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+}
 
 # werkzeug: 127.0.0.1 - - [21/Nov/2026 23:25:55] "GET /bucket/key HTTP/1.1" 200 -
 # (the path is percent-decoded and may contain spaces; 4xx/5xx lines carry ANSI colours)
@@ -62,9 +80,18 @@ class MotoServer:
 
     ``requests()`` parses moto's request log; requests to ``/moto-api`` (the
     rig's own readiness/sync probes) are left out.
+
+    ``auth=True``: moto checks SigV4 signatures (403 SignatureDoesNotMatch for a wrong
+    secret, 403 for unsigned requests). At start the rig creates an IAM user
+    (``AUTH_USER``, inline policy s3:* on *) and an access key while auth is still
+    off, then ``POST /moto-api/reset-auth`` with body ``0`` turns it on. Use
+    ``.access_key`` / ``.secret_key`` (``client()`` does). moto still never
+    checks the request *time*: a skewed but correctly signed request succeeds.
     """
 
-    def __init__(self, port: int | None = None, *, workdir: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, workdir: Path | None = None, auth: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.host = LOOPBACK
         self._own_dir = workdir is None
@@ -76,6 +103,10 @@ class MotoServer:
         self._log_offset = 0
         self._seen: list[S3Request] = []
         self._client: Any = None
+        self.auth = auth
+        #: Credentials ``client()`` signs with (an IAM user's key when ``auth``).
+        self.access_key = ACCESS_KEY
+        self.secret_key = SECRET_KEY
 
     @property
     def endpoint_url(self) -> str:
@@ -96,11 +127,39 @@ class MotoServer:
                 proc=self._proc.proc,
                 log=self.log_path,
             )
+            if self.auth:
+                self._enable_auth()
         except BaseException:
             self.stop()
             raise
         self.startup_s = time.monotonic() - t0
         return self
+
+    def _enable_auth(self) -> None:
+        """Create the IAM user + key (auth still off), then switch auth on."""
+        import boto3
+
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+        )
+        iam.create_user(UserName=AUTH_USER)
+        iam.put_user_policy(
+            UserName=AUTH_USER, PolicyName="s3-all", PolicyDocument=json.dumps(AUTH_POLICY)
+        )
+        key = iam.create_access_key(UserName=AUTH_USER)["AccessKey"]
+        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        self._client = None
+        status, body = _post(self.endpoint_url + "/moto-api/reset-auth", b"0")
+        if status != 200:
+            raise RuntimeError(f"moto reset-auth answered {status}: {body!r}")
+        # The IAM calls above are the rig's own: keep them out of requests().
+        self.sync()
+        with self._lock:
+            self._seen.clear()
 
     def stop(self) -> None:
         if self._proc is not None:
@@ -130,15 +189,15 @@ class MotoServer:
         return self._client
 
     def new_client(self) -> Any:
-        """A fresh boto3 S3 client for this server."""
+        """A fresh boto3 S3 client for this server (``access_key``/``secret_key``)."""
         import boto3
         from botocore.config import Config
 
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
             region_name=REGION,
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
         )
@@ -250,3 +309,17 @@ class MotoServer:
 
     def log_tail(self) -> str:
         return tail_file(self.log_path)
+
+
+def _post(url: str, body: bytes, timeout_s: float = 5.0) -> tuple[int, bytes]:
+    """POST ``body`` as text/plain to a loopback URL; (status, response body)."""
+    u = urllib.parse.urlsplit(url)
+    assert u.hostname is not None
+    assert_loopback(u.hostname)
+    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=timeout_s)
+    try:
+        conn.request("POST", u.path, body=body, headers={"Content-Type": "text/plain"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()

@@ -82,7 +82,19 @@ def test_rejection_replaces_the_estimate() -> None:
         _answer(est, clocks, 0.0)
     est.observe_rejection(clocks.wall + 1800.0, clocks.wall)
     assert abs(est.offset - 1800.0) <= 1.0
-    assert est.samples == 1
+
+
+def test_one_stale_date_after_a_rejection_does_not_undo_it() -> None:
+    """A proxy or server that still sends the old Date right after the rejection is outvoted,
+    but a run of consistent new samples moves the estimate."""
+    clocks = Clocks()
+    est = clocks.estimator(window=9)
+    est.observe_rejection(clocks.wall + 7200.0, clocks.wall)
+    _answer(est, clocks, 0.0)  # stale
+    assert abs(est.offset - 7200.0) <= 1.0
+    for _ in range(9):
+        _answer(est, clocks, 300.0)
+    assert abs(est.offset - 300.0) <= 1.0
 
 
 @pytest.mark.parametrize("jump", [3600.0, -7200.0, 30.0])
