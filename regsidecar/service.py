@@ -367,7 +367,9 @@ class Registry:
 
     def _start_fetch(self, digest: Digest, key: str, size: int) -> BlobFetch:
         assert self.cache is not None
-        fetch = BlobFetch(str(digest), size, self.cache.temp_path(digest))
+        fetch = BlobFetch(
+            str(digest), size, self.cache.temp_path(digest), self.cache.path_for(digest)
+        )
         # Created synchronously so readers can open the file as soon as they hold the fetch.
         fd = os.open(fetch.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.cache.reserve(size)
@@ -402,11 +404,11 @@ class Registry:
                 await asyncio.to_thread(os.fsync, fd)
             finally:
                 os.close(fd)
-            final = await asyncio.to_thread(cache.publish, fetch.temp_path, digest)
+            await asyncio.to_thread(cache.publish, fetch.temp_path, digest)
             cache.release(fetch.size)
             released = True
             cache.record(digest, fetch.size)
-            fetch.finish(final)
+            fetch.finish()
             log.info(
                 "blob cached",
                 extra={

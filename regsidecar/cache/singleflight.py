@@ -55,14 +55,14 @@ class BlobFetch:
     """A blob being written to ``temp_path``; readers follow ``written`` until ``verified``.
 
     The writer calls :meth:`advance` after each chunk, then :meth:`finish` (digest verified,
-    file committed at ``final_path``) or :meth:`fail`.
+    file published at ``final_path``) or :meth:`fail`.
     """
 
-    def __init__(self, key: str, size: int, temp_path: str) -> None:
+    def __init__(self, key: str, size: int, temp_path: str, final_path: str) -> None:
         self.key = key
         self.size = size
         self.temp_path = temp_path
-        self.final_path: str | None = None
+        self.final_path = final_path
         self.written = 0
         self.verified = False
         self.error: BaseException | None = None
@@ -84,8 +84,7 @@ class BlobFetch:
         self.written += n
         self._wake()
 
-    def finish(self, final_path: str) -> None:
-        self.final_path = final_path
+    def finish(self) -> None:
         self.verified = True
         self._wake()
 
@@ -108,8 +107,17 @@ class BlobFetch:
         """
         if self.error is not None:
             raise UpstreamUnavailable(self.key, f"download failed: {self.error}")
-        path = self.final_path if self.verified and self.final_path else self.temp_path
-        fd = os.open(path, os.O_RDONLY)
+        # The publish (rename) runs in a worker thread, so between it and finish() the file
+        # may already be at its final path: look there next.
+        paths = (self.final_path,) if self.verified else (self.temp_path, self.final_path)
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                break
+            except FileNotFoundError:
+                continue
+        else:
+            raise UpstreamUnavailable(self.key, "the download's file vanished")
         self.readers += 1
         return self._read(fd, start, end)
 
