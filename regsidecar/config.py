@@ -14,6 +14,10 @@ key upper-cased with ``.`` as ``_``::
       max_bytes: 20GiB                      REGSIDECAR_CACHE_MAX_BYTES
       min_free_bytes: 2GiB                  REGSIDECAR_CACHE_MIN_FREE_BYTES
       tag_ttl_s: 30                         REGSIDECAR_CACHE_TAG_TTL_S
+      stale_if_error_s: 86400               REGSIDECAR_CACHE_STALE_IF_ERROR_S
+    retry:
+      max_attempts: 6                       REGSIDECAR_RETRY_MAX_ATTEMPTS
+      deadline_s: 30                        REGSIDECAR_RETRY_DEADLINE_S
     clock:
       correct: true                         REGSIDECAR_CLOCK_CORRECT
       max_offset_warn_s: 60                 REGSIDECAR_CLOCK_MAX_OFFSET_WARN_S
@@ -93,8 +97,19 @@ class CacheSettings(_Model):
     min_free_bytes: ByteSize = 1024**3
     low_watermark: float = Field(0.9, gt=0, le=1)
     tag_ttl_s: float = Field(30.0, ge=0)
+    stale_if_error_s: float = Field(86400.0, ge=0)
     link_ttl_s: float = Field(300.0, ge=0)
     manifest_memory_bytes: ByteSize = 64 * 1024**2
+
+
+class RetrySettings(_Model):
+    """Retries of transient upstream trouble (5xx, SlowDown, timeouts, resets)."""
+
+    max_attempts: int = Field(6, ge=1)
+    base_delay_s: float = Field(0.1, ge=0)
+    max_delay_s: float = Field(2.0, ge=0)
+    deadline_s: float = Field(30.0, gt=0)  # per client request
+    max_resumes: int = Field(10, ge=0)  # Range resumptions of one blob download
 
 
 class ClockSettings(_Model):
@@ -125,6 +140,7 @@ class Settings(_Model):
     s3: S3Settings = S3Settings()
     cache: CacheSettings = CacheSettings()
     clock: ClockSettings = ClockSettings()
+    retry: RetrySettings = RetrySettings()
     log: LogSettings = LogSettings()
 
     @field_validator("listen")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -30,6 +30,28 @@ class Metrics:
         self.clock_jumps = Gauge(
             "regsidecar_clock_jumps",
             "Steps of the local wall clock seen while running (suspend/resume, date --set)",
+            registry=self.registry,
+        )
+
+        self.upstream_retries = Counter(
+            "regsidecar_upstream_retries",
+            "Upstream calls retried after a transient error (5xx, SlowDown, timeout, reset)",
+            registry=self.registry,
+        )
+        self.blob_resumes = Counter(
+            "regsidecar_blob_resumes",
+            "Interrupted blob downloads continued with a Range request",
+            registry=self.registry,
+        )
+        self.stale_serves = Counter(
+            "regsidecar_stale_serves",
+            "Answers given from last known state because every upstream failed",
+            ["kind"],  # tag | link
+            registry=self.registry,
+        )
+        self.cache_corrupt = Counter(
+            "regsidecar_cache_corrupt",
+            "Cached files that failed verification and were removed",
             registry=self.registry,
         )
 

@@ -25,8 +25,9 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cachetools import LRUCache, TTLCache
 
@@ -46,9 +47,11 @@ from regsidecar.errors import (
     Unavailable,
     UpstreamUnavailable,
 )
+from regsidecar.metrics import Metrics
 from regsidecar.oci import mediatypes
 from regsidecar.oci.mediatypes import ManifestInfo
 from regsidecar.oci.reference import Digest, Reference, parse_digest
+from regsidecar.retry import DeadlineExceeded, RetryPolicy, retrying
 from regsidecar.storage.base import Driver
 from regsidecar.storage.filesystem import FilesystemDriver
 from regsidecar.storage.registry import RegistryReader
@@ -111,6 +114,27 @@ def _not_downloading(start: int, end: int) -> AsyncIterator[bytes]:
     raise RuntimeError("blob(download=False) gives a size only")
 
 
+# S3 eventual consistency: a linked object not visible yet is asked for again for ~3 s.
+_CONSISTENCY = RetryPolicy(max_attempts=5, base_delay_s=0.25, max_delay_s=1.0, deadline_s=3.0)
+T = TypeVar("T")
+
+
+def _matches(digest: Digest, data: bytes) -> bool:
+    return hashlib.new(digest.algorithm, data).hexdigest() == digest.hex
+
+
+def _file_matches(path: str, digest: Digest) -> bool | None:
+    """Whether the file hashes to ``digest``; None if it is gone (evicted meanwhile)."""
+    h = hashlib.new(digest.algorithm)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except FileNotFoundError:
+        return None
+    return h.hexdigest() == digest.hex
+
+
 def _unavailable(exc: StorageError) -> Unavailable:
     return Unavailable("the image store is unavailable", detail={"reason": str(exc)})
 
@@ -124,13 +148,29 @@ class Registry:
         cache: BlobCache | None,
         settings: Settings,
         *,
+        metrics: Metrics | None = None,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.driver = driver
         self.reader = RegistryReader(driver)
         self.cache = cache
         self.settings = settings
+        self.metrics = metrics or Metrics()
+        if isinstance(driver, S3Driver):
+            driver.on_retry = self.metrics.upstream_retries.inc
         c = settings.cache
+        r = settings.retry
+        self._retry = RetryPolicy(r.max_attempts, r.base_delay_s, r.max_delay_s, r.deadline_s)
+        # Last known answers, served only when every upstream fails (stale-if-error).
+        self._stale_tags: TTLCache[tuple[str, str], Digest] = TTLCache(
+            65536, c.stale_if_error_s, timer=now
+        )
+        self._stale_links: TTLCache[tuple[str, str, str], bool] = TTLCache(
+            262144, c.stale_if_error_s, timer=now
+        )
+        # Cached blobs whose bytes were hashed since start (each is checked once per run).
+        self._verified: LRUCache[Digest, bool] = LRUCache(1 << 20)
+        self._verify_flights: SingleFlight[Digest, bool | None] = SingleFlight()
         self._tags: TTLCache[tuple[str, str], Digest] = TTLCache(65536, c.tag_ttl_s, timer=now)
         self._links: TTLCache[tuple[str, str, str], bool] = TTLCache(
             262144, c.link_ttl_s, timer=now
@@ -144,7 +184,7 @@ class Registry:
         self._fetches: dict[Digest, BlobFetch] = {}
 
     @classmethod
-    async def open(cls, settings: Settings) -> Registry:
+    async def open(cls, settings: Settings, metrics: Metrics | None = None) -> Registry:
         driver: Driver
         cache: BlobCache | None = None
         if settings.storage_kind == "s3":
@@ -162,6 +202,12 @@ class Registry:
                 ),
                 correct_clock=settings.clock.correct,
                 warn_offset_s=settings.clock.max_offset_warn_s,
+                retry=RetryPolicy(
+                    settings.retry.max_attempts,
+                    settings.retry.base_delay_s,
+                    settings.retry.max_delay_s,
+                    settings.retry.deadline_s,
+                ),
             )
             c = settings.cache
             cache = BlobCache(
@@ -173,7 +219,7 @@ class Registry:
             await asyncio.to_thread(cache.open)
         else:
             driver = FilesystemDriver(settings.filesystem_root)
-        return cls(driver, cache, settings)
+        return cls(driver, cache, settings, metrics=metrics)
 
     @property
     def clock(self) -> SkewEstimator | None:
@@ -214,8 +260,12 @@ class Registry:
             except NotFound as exc:
                 raise ManifestUnknown(f"unknown tag {name}:{tag}") from exc
             except StorageError as exc:
-                raise _unavailable(exc) from exc
-            self._tags[key] = d
+                stale = self._stale_tags.get(key)
+                if stale is None:
+                    raise _unavailable(exc) from exc
+                self._serve_stale("tag", f"{name}:{tag}", exc)
+                return stale
+            self._tags[key] = self._stale_tags[key] = d
             return d
 
         return await self._tag_flights.do(key, load)
@@ -232,12 +282,30 @@ class Registry:
                 else:
                     ok = await self.reader.has_blob(name, digest)
             except StorageError as exc:
-                raise _unavailable(exc) from exc
+                if not self._stale_links.get(key):
+                    raise _unavailable(exc) from exc
+                self._serve_stale("link", f"{name}@{digest}", exc)
+                return True
             if ok:
-                self._links[key] = True
+                self._links[key] = self._stale_links[key] = True
             return ok
 
         return await self._link_flights.do(key, load)
+
+    def _serve_stale(self, kind: str, what: str, exc: StorageError) -> None:
+        log.warning(
+            "store unavailable; serving last known state",
+            extra={"kind": kind, "ref": what, "error": str(exc)[:200]},
+        )
+        self.metrics.stale_serves.labels(kind).inc()
+
+    async def _consistent(self, call: Callable[[], Awaitable[T]]) -> T:
+        """The repository links this object but the store says it is not there: S3 may not
+        show a fresh object everywhere yet, so ask again briefly before believing it."""
+        try:
+            return await retrying(call, _CONSISTENCY, transient=lambda e: isinstance(e, NotFound))
+        except DeadlineExceeded as exc:
+            raise NotFound(str(exc)) from exc
 
     async def tags(self, name: str) -> list[str]:
         try:
@@ -281,29 +349,30 @@ class Registry:
 
     async def _fetch_manifest(self, digest: Digest) -> Manifest:
         limit = mediatypes.MAX_MANIFEST_BYTES
-        payload = self.cache.read(digest, limit) if self.cache is not None else None
-        from_store = payload is None
-        if payload is None:
-            try:
-                payload = await self.driver.get(self.reader.blob_key(digest), max_bytes=limit)
-            except NotFound as exc:
-                raise ManifestUnknown(
-                    f"manifest {digest} is linked but its data is missing"
-                ) from exc
-            except StorageError as exc:
-                raise _unavailable(exc) from exc
-        if hashlib.new(digest.algorithm, payload).hexdigest() != digest.hex:
-            if not from_store and self.cache is not None:
+        if self.cache is not None:
+            cached = self.cache.read(digest, limit)
+            if cached is not None:
+                if _matches(digest, cached):
+                    return self._remember(digest, cached)
+                log.error(
+                    "cached manifest is corrupt; fetching it again", extra={"digest": str(digest)}
+                )
+                self.metrics.cache_corrupt.inc()
                 self.cache.remove(digest)
-            log.error("manifest digest mismatch", extra={"digest": str(digest)})
+        key = self.reader.blob_key(digest)
+        try:
+            payload = await self._consistent(lambda: self.driver.get(key, max_bytes=limit))
+        except NotFound as exc:
+            raise ManifestUnknown(f"manifest {digest} is linked but its data is missing") from exc
+        except StorageError as exc:
+            raise _unavailable(exc) from exc
+        if not _matches(digest, payload):
+            log.error("manifest digest mismatch in the store", extra={"digest": str(digest)})
             raise Unavailable(
                 "stored manifest does not match its digest", detail={"digest": str(digest)}
             )
-        try:
-            info = mediatypes.detect(payload)
-        except ManifestInvalid as exc:
-            raise ManifestInvalid(f"stored manifest {digest} is unreadable: {exc.message}") from exc
-        if from_store and self.cache is not None:
+        m = self._remember(digest, payload)
+        if self.cache is not None:
             cache = self.cache
             try:
                 await asyncio.to_thread(cache.write_verified, digest, payload)
@@ -313,6 +382,13 @@ class Registry:
                 log.warning(
                     "manifest cache write failed", extra={"digest": str(digest), "error": str(exc)}
                 )
+        return m
+
+    def _remember(self, digest: Digest, payload: bytes) -> Manifest:
+        try:
+            info = mediatypes.detect(payload)
+        except ManifestInvalid as exc:
+            raise ManifestInvalid(f"stored manifest {digest} is unreadable: {exc.message}") from exc
         m = Manifest(digest, payload, info)
         self._manifests[digest] = m
         return m
@@ -341,12 +417,12 @@ class Registry:
         cache = self.cache
         path = cache.lookup(digest)
         cached_size = cache.size_of(digest)
-        if path is not None and cached_size is not None:
+        if path is not None and cached_size is not None and await self._intact(digest, path):
             return LocalBlob(digest, path, cached_size, lambda: cache.pinned(digest), "cache")
         fetch = self._fetches.get(digest)
         if fetch is None:
             try:
-                size = await self.driver.size(key)
+                size = await self._consistent(lambda: self.driver.size(key))
             except NotFound as exc:
                 raise BlobUnknown(
                     "blob is linked but its data is missing", detail={"digest": str(digest)}
@@ -364,6 +440,29 @@ class Registry:
                     return StreamingBlob(digest, size, _not_downloading)
                 fetch = self._start_fetch(digest, key, size)
         return StreamingBlob(digest, fetch.size, fetch.open_reader)
+
+    async def _intact(self, digest: Digest, path: str) -> bool:
+        """Hash a cached blob the first time it is served in this run. A file that no longer
+        matches its name (a flipped bit, a tampered disk) is removed so it is fetched again."""
+        if self._verified.get(digest):
+            return True
+        assert self.cache is not None
+        cache = self.cache
+        with cache.pinned(digest):
+            ok = await self._verify_flights.do(
+                digest, lambda: asyncio.to_thread(_file_matches, path, digest)
+            )
+        if ok:
+            self._verified[digest] = True
+            return True
+        if ok is False:
+            log.error(
+                "cached blob is corrupt; removing it and fetching again",
+                extra={"digest": str(digest)},
+            )
+            self.metrics.cache_corrupt.inc()
+            cache.remove(digest)
+        return False
 
     def _start_fetch(self, digest: Digest, key: str, size: int) -> BlobFetch:
         assert self.cache is not None
@@ -386,15 +485,40 @@ class Registry:
         released = False
         try:
             try:
-                async with _closing(self.driver.stream(key)) as chunks:
-                    async for chunk in chunks:
-                        if fetch.written + len(chunk) > fetch.size:
-                            raise IntegrityError(key, "store sent more bytes than the blob's size")
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view) :]
-                        h.update(chunk)
-                        fetch.advance(len(chunk))
+                resumes = 0
+                while True:
+                    try:
+                        # From where we got to: the hash carries on over the whole blob.
+                        async with _closing(self.driver.stream(key, fetch.written)) as chunks:
+                            async for chunk in chunks:
+                                if fetch.written + len(chunk) > fetch.size:
+                                    raise IntegrityError(
+                                        key, "store sent more bytes than the blob's size"
+                                    )
+                                view = memoryview(chunk)
+                                while view:
+                                    view = view[os.write(fd, view) :]
+                                h.update(chunk)
+                                fetch.advance(len(chunk))
+                    except UpstreamUnavailable as exc:
+                        if fetch.written >= fetch.size:
+                            break
+                        if resumes >= self.settings.retry.max_resumes:
+                            raise
+                        resumes += 1
+                        self.metrics.blob_resumes.inc()
+                        log.warning(
+                            "blob download interrupted; resuming",
+                            extra={
+                                "digest": str(digest),
+                                "offset": fetch.written,
+                                "resume": resumes,
+                                "error": str(exc)[:200],
+                            },
+                        )
+                        await asyncio.sleep(self._retry.backoff(resumes - 1))
+                        continue
+                    break
                 if fetch.written != fetch.size:
                     raise UpstreamUnavailable(
                         key, f"short read: {fetch.written} of {fetch.size} bytes"
@@ -408,6 +532,7 @@ class Registry:
             cache.release(fetch.size)
             released = True
             cache.record(digest, fetch.size)
+            self._verified[digest] = True
             fetch.finish()
             log.info(
                 "blob cached",

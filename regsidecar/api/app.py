@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    registry = await Registry.open(settings)
+    registry = await Registry.open(settings, app[METRICS])
     app[REGISTRY] = registry
     clock = registry.clock
     if clock is not None:

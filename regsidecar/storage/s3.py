@@ -16,9 +16,10 @@ import logging
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import aiohttp
 import botocore.session
@@ -27,10 +28,12 @@ from yarl import URL
 from regsidecar.clock.signer import ClockedS3Signer
 from regsidecar.clock.skew import SkewEstimator
 from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
+from regsidecar.retry import DeadlineExceeded, RetryPolicy, retrying
 from regsidecar.storage.base import CHUNK
 
 _NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ClockSkewed(StorageError):
@@ -68,8 +71,11 @@ class S3Driver:
         clock: SkewEstimator | None = None,
         correct_clock: bool = True,
         warn_offset_s: float = 60.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.options = options
+        self.retry = retry or RetryPolicy()
+        self.on_retry: Callable[[], None] | None = None  # metrics hook
         self.region = region
         self._session = session
         self._credentials = credentials
@@ -93,6 +99,7 @@ class S3Driver:
         clock: SkewEstimator | None = None,
         correct_clock: bool = True,
         warn_offset_s: float = 60.0,
+        retry: RetryPolicy | None = None,
     ) -> S3Driver:
         """Resolve credentials and region (possibly via IMDS, so in a thread) and connect."""
         bsession = botocore.session.Session()
@@ -116,6 +123,7 @@ class S3Driver:
             clock=clock,
             correct_clock=correct_clock,
             warn_offset_s=warn_offset_s,
+            retry=retry,
         )
 
     # -- requests -------------------------------------------------------------------------
@@ -230,30 +238,56 @@ class S3Driver:
 
     # -- Driver ---------------------------------------------------------------------------
 
-    async def get(self, key: str, *, max_bytes: int) -> bytes:
-        resp = await self._request("GET", self._object_url(key), key)
+    async def _retry(self, call: Callable[[], Awaitable[T]], key: str) -> T:
+        """Run one logical call under the retry policy; transient trouble is retried, the
+        deadline and the last error surface as UpstreamUnavailable."""
         try:
-            if resp.content_length is not None and resp.content_length > max_bytes:
-                raise StorageError(key, f"object larger than {max_bytes} bytes")
-            data = await resp.content.read(max_bytes + 1)
-            if len(data) > max_bytes:
-                raise StorageError(key, f"object larger than {max_bytes} bytes")
-            return data
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamUnavailable(key, f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            resp.release()
+            return await retrying(call, self.retry, transient=_transient, on_retry=self._on_retry)
+        except DeadlineExceeded as exc:
+            raise UpstreamUnavailable(key, str(exc)) from exc
+
+    def _on_retry(self, exc: BaseException, attempt: int, delay: float) -> None:
+        log.info(
+            "retrying S3",
+            extra={"error": str(exc)[:200], "attempt": attempt + 1, "delay_s": round(delay, 3)},
+        )
+        if self.on_retry is not None:
+            self.on_retry()
+
+    async def get(self, key: str, *, max_bytes: int) -> bytes:
+        async def once() -> bytes:
+            resp = await self._request("GET", self._object_url(key), key)
+            try:
+                if resp.content_length is not None and resp.content_length > max_bytes:
+                    raise StorageError(key, f"object larger than {max_bytes} bytes")
+                data = await resp.content.read(max_bytes + 1)
+                if len(data) > max_bytes:
+                    raise StorageError(key, f"object larger than {max_bytes} bytes")
+                return data
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UpstreamUnavailable(key, f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                resp.release()
+
+        return await self._retry(once, key)
 
     async def size(self, key: str) -> int:
-        resp = await self._request("HEAD", self._object_url(key), key)
-        resp.release()
-        if resp.content_length is None:
-            raise UpstreamUnavailable(key, "S3 HEAD without Content-Length")
-        return resp.content_length
+        async def once() -> int:
+            resp = await self._request("HEAD", self._object_url(key), key)
+            resp.release()
+            if resp.content_length is None:
+                raise UpstreamUnavailable(key, "S3 HEAD without Content-Length")
+            return resp.content_length
+
+        return await self._retry(once, key)
 
     async def stream(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
+        """The object from ``offset``. Opening is retried; an error mid-body is raised as
+        UpstreamUnavailable for the caller to resume from where it got to."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        resp = await self._request("GET", self._object_url(key), key, headers)
+        resp = await self._retry(
+            lambda: self._request("GET", self._object_url(key), key, headers), key
+        )
         try:
             if offset and resp.status != 206:
                 raise UpstreamUnavailable(key, f"S3 ignored Range (status {resp.status})")
@@ -281,14 +315,9 @@ class S3Driver:
             query = urllib.parse.urlencode(
                 sorted(params.items()), quote_via=urllib.parse.quote, safe="-_.~"
             )
-            url = f"{self._base}?{query}"
-            resp = await self._request("GET", url, prefix)
-            try:
-                body = await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise UpstreamUnavailable(prefix, f"{type(exc).__name__}: {exc}") from exc
-            finally:
-                resp.release()
+            body = await self._retry(
+                partial(self._read_all, f"{self._base}?{query}", prefix), prefix
+            )
             try:
                 root = ET.fromstring(body)
             except ET.ParseError as exc:
@@ -304,6 +333,15 @@ class S3Driver:
             if not token:
                 break
         return sorted(names)
+
+    async def _read_all(self, url: str, key: str) -> bytes:
+        resp = await self._request("GET", url, key)
+        try:
+            return await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamUnavailable(key, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            resp.release()
 
     def local_path(self, key: str) -> str | None:
         return None
@@ -325,6 +363,10 @@ def _base_url(options: S3Options, region: str) -> str:
     if options.path_style or "." in bucket:
         return f"https://s3.{region}.amazonaws.com/{bucket}/"
     return f"https://{bucket}.s3.{region}.amazonaws.com/"
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, UpstreamUnavailable)
 
 
 def _http_date(value: str | None) -> float | None:
