@@ -11,9 +11,11 @@ time instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -39,6 +41,25 @@ class DeadlineExceeded(TimeoutError):
     """The call's deadline passed before an attempt succeeded."""
 
 
+# The deadline of the client request being served (a monotonic time), shared by every upstream
+# call made for it: retries of three calls in a row must not add up to three deadlines.
+_request_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "request_deadline", default=None
+)
+
+
+@contextlib.contextmanager
+def request_deadline(
+    seconds: float, *, now: Callable[[], float] = time.monotonic
+) -> Iterator[None]:
+    """Bound every :func:`retrying` call made inside (in this task) to ``seconds`` from now."""
+    token = _request_deadline.set(now() + seconds)
+    try:
+        yield
+    finally:
+        _request_deadline.reset(token)
+
+
 async def retrying(
     call: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
@@ -52,6 +73,9 @@ async def retrying(
     """Run ``call`` until it succeeds, fails with a non-transient error, runs out of attempts,
     or would run past the deadline (each attempt is cut off at the deadline too)."""
     deadline = now() + policy.deadline_s
+    shared = _request_deadline.get()
+    if shared is not None:
+        deadline = min(deadline, shared)
     attempt = 0
     while True:
         remaining = deadline - now()

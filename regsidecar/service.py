@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import logging
 import os
@@ -264,6 +265,8 @@ class Registry:
                 if stale is None:
                     raise _unavailable(exc) from exc
                 self._serve_stale("tag", f"{name}:{tag}", exc)
+                # for one TTL: the next pulls in an outage need not wait out the deadline again
+                self._tags[key] = stale
                 return stale
             self._tags[key] = self._stale_tags[key] = d
             return d
@@ -285,6 +288,7 @@ class Registry:
                 if not self._stale_links.get(key):
                     raise _unavailable(exc) from exc
                 self._serve_stale("link", f"{name}@{digest}", exc)
+                self._links[key] = True
                 return True
             if ok:
                 self._links[key] = self._stale_links[key] = True
@@ -473,8 +477,11 @@ class Registry:
         fd = os.open(fetch.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.cache.reserve(size)
         self._fetches[digest] = fetch
-        # Detached from any one request: a client that goes away does not stop the download.
-        fetch.task = asyncio.get_running_loop().create_task(self._download(fetch, digest, key, fd))
+        # Detached from any one request: a client that goes away does not stop the download,
+        # and the first client's deadline does not bound it (a fresh context drops it).
+        fetch.task = asyncio.get_running_loop().create_task(
+            self._download(fetch, digest, key, fd), context=contextvars.Context()
+        )
         return fetch
 
     async def _download(self, fetch: BlobFetch, digest: Digest, key: str, fd: int) -> None:

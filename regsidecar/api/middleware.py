@@ -12,7 +12,9 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from regsidecar.api.keys import SETTINGS
 from regsidecar.errors import OCIError, StorageError, Unavailable, Unsupported
+from regsidecar.retry import request_deadline
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,8 @@ def error_response(err: OCIError, method: str) -> web.Response:
 @web.middleware
 async def oci_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        with request_deadline(request.app[SETTINGS].retry.deadline_s):
+            return await handler(request)
     except OCIError as err:
         return error_response(err, request.method)
     except StorageError as exc:  # a service path that forgot to translate: still a clean 503

@@ -12,6 +12,7 @@
 * ``skopeo``   -- push / copy_to_dir / inspect_raw with private state
 * ``dockerd``  -- Dockerd: a private docker daemon (vfs) with pull/image_inspect/rmi
 * ``podman``   -- Podman / pull with a private vfs store
+* ``faultproxy`` -- FaultProxy: reverse proxy before moto; 5xx, resets, stalls, down/up; request log
 
 Install what it needs with ``tests/rig/install-deps.sh`` (Debian 12, root).
 """

@@ -125,3 +125,29 @@ async def test_a_hanging_attempt_is_cut_off_at_the_deadline() -> None:
 
     with pytest.raises(DeadlineExceeded):
         await retrying(hang, RetryPolicy(deadline_s=0.05), transient=lambda e: True)
+
+
+async def test_calls_made_for_one_request_share_its_deadline() -> None:
+    """Three upstream calls in a row for one client request get one deadline between them,
+    not one each."""
+    from regsidecar.retry import request_deadline
+
+    ft = FakeTime()
+    policy = RetryPolicy(max_attempts=100, base_delay_s=0.5, max_delay_s=0.5, deadline_s=30.0)
+
+    async def slow_fail() -> str:
+        ft.t += 0.5
+        raise Transient("slow and failing")
+
+    with request_deadline(3.0, now=ft.now):
+        for _ in range(3):
+            with pytest.raises((Transient, DeadlineExceeded)):
+                await retrying(
+                    slow_fail,
+                    policy,
+                    transient=lambda e: isinstance(e, Transient),
+                    now=ft.now,
+                    sleep=ft.sleep,
+                    rand=lambda: 1.0,
+                )
+    assert ft.t <= 3.0 + 0.5, "the three calls together stayed within the request's deadline"

@@ -1,0 +1,679 @@
+"""S3 faults between the sidecar and the bucket, injected by a real proxy (tests/rig/faultproxy.py).
+
+The sidecar runs as a real process whose S3 endpoint is a :class:`FaultProxy` in front of moto;
+images are seeded straight into moto (never through the proxy). Each scenario is bounded in
+time and ends by checking the cache: every file under ``<data_dir>/cache/blobs/`` hashes to
+its name and nothing is left under ``cache/tmp/``.
+
+The first section is the proxy's own self-test (the rig, not the sidecar), with plain
+http.client / boto3 clients against moto through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from regsidecar.oci import mediatypes
+from regsidecar.storage import layout
+from tests.conftest import require
+from tests.rig.dockerd import Dockerd
+from tests.rig.faultproxy import FaultProxy
+from tests.rig.images import OCIImage, build_oci_layout
+from tests.rig.moto import MotoServer
+from tests.s3tree import BucketWriter, digest_of
+from tests.sidecar import Sidecar
+
+pytestmark = pytest.mark.rig
+
+KiB = 1024
+MiB = 1024 * 1024
+ACCEPT = ", ".join(
+    [
+        mediatypes.OCI_MANIFEST,
+        mediatypes.OCI_INDEX,
+        mediatypes.DOCKER_SCHEMA2,
+        mediatypes.DOCKER_LIST,
+    ]
+)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
+    with FaultProxy(moto.endpoint_url) as p:
+        yield p
+
+
+@pytest.fixture
+def writer(moto: MotoServer, bucket: str) -> BucketWriter:
+    return BucketWriter(moto.client(), bucket)
+
+
+def _sidecar(
+    proxy: FaultProxy, bucket: str, data_dir: Path, env: dict[str, str] | None = None
+) -> Sidecar:
+    """A sidecar whose S3 endpoint is the proxy."""
+    return Sidecar(
+        [
+            "--storage",
+            f"s3://{bucket}",
+            "--s3-endpoint-url",
+            proxy.url,
+            "--s3-path-style",
+            "--s3-region",
+            "us-east-1",
+        ],
+        data_dir=data_dir,
+        env={"REGSIDECAR_CACHE_MIN_FREE_BYTES": "0", **(env or {})},
+    )
+
+
+def _hex(digest: str) -> str:
+    return digest.split(":", 1)[1]
+
+
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def assert_cache_verified(sc: Sidecar, deadline_s: float = 10.0) -> list[Path]:
+    """Every cached file hashes to its name; ``cache/tmp`` is empty (after a bounded wait for
+    downloads that are being published). Returns the cached files."""
+    end = time.monotonic() + deadline_s
+    while sc.temp_files() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert sc.temp_files() == [], "temp files left in cache/tmp"
+    files = sc.cache_files()
+    root = sc.data_dir / "cache" / "blobs"
+    misplaced = [str(f) for f in files if f.parent != root / "sha256"]
+    assert misplaced == [], "files outside cache/blobs/sha256"
+    bad = {f.name: _sha256_file(f) for f in files if _sha256_file(f) != f.name}
+    assert bad == {}, "cache files that do not hash to their name (name: actual sha256)"
+    return files
+
+
+async def _get_digest(
+    session: aiohttp.ClientSession, url: str
+) -> tuple[int, str, int, dict[str, str]]:
+    """(status, sha256 of the body, body length, headers), streamed."""
+    async with session.get(url) as resp:
+        h = hashlib.sha256()
+        n = 0
+        async for chunk in resp.content.iter_chunked(1 * MiB):
+            h.update(chunk)
+            n += len(chunk)
+        return resp.status, "sha256:" + h.hexdigest(), n, dict(resp.headers)
+
+
+async def _pull(base_url: str, repo: str, ref: str) -> tuple[str, list[str]]:
+    """What a client does: the manifest by tag (or digest), then its config and layers, every
+    digest checked. Returns (manifest digest, blob digests)."""
+    timeout = aiohttp.ClientTimeout(total=90)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        url = f"{base_url}/v2/{repo}/manifests/{ref}"
+        async with session.get(url, headers={"Accept": ACCEPT}) as r:
+            body = await r.read()
+            assert r.status == 200, (r.status, body[:500])
+            digest = digest_of(body)
+            assert r.headers["Docker-Content-Digest"] == digest
+        manifest = json.loads(body)
+        blobs = [manifest["config"]["digest"], *(d["digest"] for d in manifest["layers"])]
+        for d in blobs:
+            status, got, _, _ = await _get_digest(session, f"{base_url}/v2/{repo}/blobs/{d}")
+            assert (status, got) == (200, d), f"blob {d}"
+    return digest, blobs
+
+
+def _seed_layout(writer: BucketWriter, repo: str, tag: str, image: OCIImage) -> None:
+    """Put a single-platform OCI layout's image into the bucket as a registry:2 push would."""
+    (plat,) = image.platforms
+    for blob in (plat.config, *plat.layers):
+        writer.put(layout.blob_data(blob.digest), image.read_blob(blob.digest))
+        writer.put(layout.layer_link(repo, blob.digest), blob.digest.encode())
+    m = plat.manifest.digest
+    writer.put(layout.blob_data(m), image.read_blob(m))
+    writer.put(layout.revision_link(repo, m), m.encode())
+    writer.put(layout.tag_current_link(repo, tag), m.encode())
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _is_retry_after(value: str | None) -> bool:
+    """A valid Retry-After: delay-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    if value is None:
+        return False
+    if value.isdigit():
+        return True
+    try:
+        return email.utils.parsedate_to_datetime(value) is not None
+    except (TypeError, ValueError):
+        return False
+
+
+def _sidecar_5xx(sc: Sidecar) -> list[dict[str, Any]]:
+    return [e for e in sc.logs() if e.get("msg") == "request" and int(e.get("status", 0)) >= 500]
+
+
+# == FaultProxy self-test (the rig, not the sidecar) ========================================
+
+#: moto refuses unsigned reads of private objects: the plain-HTTP self-tests read public ones.
+PUBLIC = "public-read"
+
+
+def _conn(proxy: FaultProxy, timeout_s: float = 10.0) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection(proxy.host, proxy.port, timeout=timeout_s)
+
+
+def _get(
+    proxy: FaultProxy, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    conn = _conn(proxy)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read(), dict(resp.getheaders())
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(60)
+def test_faultproxy_forwards_verbatim(moto: MotoServer, bucket: str, proxy: FaultProxy) -> None:
+    """[rig self-test] A boto3 client through the proxy: odd keys, query strings, Range, HEAD,
+    a multi-MiB PUT body; the log records what passed, moto saw the same requests."""
+    import boto3
+    from botocore.config import Config
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=proxy.url,
+        aws_access_key_id=moto.access_key,
+        aws_secret_access_key=moto.secret_key,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 0}),
+    )
+    key = "dir with space/ü+plus=eq&amp.bin"
+    data = os.urandom(3 * MiB + 5)
+    moto_mark = moto.mark()
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="dir with space/ü+")
+    assert [o["Key"] for o in listed["Contents"]] == [key]
+    got = s3.get_object(Bucket=bucket, Key=key, Range="bytes=100-199")
+    assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert got["Body"].read() == data[100:200]
+    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(data)
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+
+    log = proxy.requests()
+    assert [(r.method, r.status) for r in log] == [
+        ("PUT", 200),
+        ("GET", 200),
+        ("GET", 206),
+        ("HEAD", 200),
+        ("GET", 200),
+    ]
+    assert all(r.completed and r.fault is None for r in log)
+    assert proxy.ranges(key) == ["bytes=100-199", None]
+    assert [r.bytes_sent for r in proxy.select("GET", key)] == [100, len(data)]
+    assert proxy.count("HEAD", key) == 1
+    assert "%20" in log[0].path, "the raw, percent-encoded path is logged"
+    assert "list-type=2" in log[1].query
+    # moto answered exactly these five (nothing added, nothing lost).
+    assert [(r.method, r.status) for r in moto.requests(since=moto_mark)] == [
+        (r.method, r.status) for r in log
+    ]
+    assert moto.get(bucket, key) == data
+
+
+@pytest.mark.timeout(60)
+def test_faultproxy_fail_ratio_filters_and_counts(
+    moto: MotoServer, bucket: str, proxy: FaultProxy
+) -> None:
+    """[rig self-test] S3-style XML errors at the given ratio (seeded, so repeatable), limited
+    by method, path substring and count; failed requests never reach moto."""
+    client = moto.client()
+    client.put_object(Bucket=bucket, Key="k1", Body=b"one", ACL=PUBLIC)
+    client.put_object(Bucket=bucket, Key="k2", Body=b"two", ACL=PUBLIC)
+
+    proxy.fail_ratio(0.3, seed=7)
+    mark = moto.mark()
+    outcomes = []
+    for _ in range(200):
+        status, body, headers = _get(proxy, f"/{bucket}/k1")
+        if status == 200:
+            assert body == b"one"
+        else:
+            assert status in (500, 503)
+            code = ET.fromstring(body).findtext("Code")
+            assert code == {500: "InternalError", 503: "SlowDown"}[status]
+            assert headers["Content-Type"] == "application/xml"
+        outcomes.append(status)
+    failed = [s for s in outcomes if s != 200]
+    assert 35 <= len(failed) <= 85, len(failed)
+    assert {500, 503} <= set(failed)
+    assert proxy.count("GET", "k1", fault="fail") == len(failed)
+    assert moto.count("GET", "/k1", since=mark) == 200 - len(failed)
+
+    # Same seed, same request sequence: the same faults.
+    proxy.clear()
+    proxy.fail_ratio(0.3, seed=7)
+    again = [_get(proxy, f"/{bucket}/k1")[0] for _ in range(200)]
+    assert again == outcomes
+    # ... whatever the interleaving with requests for other paths.
+    proxy.clear()
+    proxy.fail_ratio(0.5, seed=3)
+    alone = [_get(proxy, f"/{bucket}/k2")[0] for _ in range(20)]
+    proxy.clear()
+    proxy.fail_ratio(0.5, seed=3)
+    mixed = []
+    for _ in range(20):
+        _get(proxy, f"/{bucket}/k1")
+        mixed.append(_get(proxy, f"/{bucket}/k2")[0])
+    assert mixed == alone and 0 < alone.count(200) < 20
+
+    # Filters: only GETs of k2, only twice.
+    proxy.clear()
+    fault = proxy.fail(503, method="GET", path_contains="k2", times=2)
+    assert _get(proxy, f"/{bucket}/k1")[0] == 200
+    conn = _conn(proxy)
+    conn.request("HEAD", f"/{bucket}/k2")
+    head = conn.getresponse()
+    head.read()
+    conn.close()
+    assert head.status == 200
+    assert [_get(proxy, f"/{bucket}/k2")[0] for _ in range(3)] == [503, 503, 200]
+    assert fault.applied == 2 and fault.times == 0
+
+
+@pytest.mark.timeout(60)
+def test_faultproxy_reset_after_sends_exactly_n_bytes(
+    moto: MotoServer, bucket: str, proxy: FaultProxy
+) -> None:
+    """[rig self-test] Headers + the first N bytes, then the connection dies short of
+    Content-Length; ``times`` bounds it; ``rst=True`` is a TCP reset."""
+    data = os.urandom(4 * MiB)
+    moto.client().put_object(Bucket=bucket, Key="big", Body=data, ACL=PUBLIC)
+    proxy.reset_after(1 * MiB + 3, times=2, method="GET", path_contains="big")
+    for _ in range(2):
+        conn = _conn(proxy)
+        conn.request("GET", f"/{bucket}/big")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.getheader("Content-Length") == str(len(data))
+        with pytest.raises(http.client.IncompleteRead) as exc:
+            resp.read()
+        assert exc.value.partial == data[: 1 * MiB + 3]
+        conn.close()
+    assert _get(proxy, f"/{bucket}/big")[1] == data
+    gets = proxy.select("GET", "big")
+    # A body that ends before the cut is not "reset": the rule stays available.
+    moto.client().put_object(Bucket=bucket, Key="small", Body=b"tiny", ACL=PUBLIC)
+    short = proxy.reset_after(1 * MiB, times=1, path_contains="small")
+    assert _get(proxy, f"/{bucket}/small")[:2] == (200, b"tiny")
+    assert (short.times, short.applied) == (1, 0)
+    assert proxy.select("GET", "small")[0].fault is None
+    proxy.remove(short)
+    assert [(r.fault, r.bytes_sent, r.completed) for r in gets] == [
+        ("reset", 1 * MiB + 3, False),
+        ("reset", 1 * MiB + 3, False),
+        (None, len(data), True),
+    ]
+
+    proxy.reset_after(64 * KiB, times=1, rst=True)
+    conn = _conn(proxy)
+    conn.request("GET", f"/{bucket}/big")
+    resp = conn.getresponse()
+    with pytest.raises((http.client.IncompleteRead, ConnectionResetError)):
+        resp.read()
+    conn.close()
+
+
+@pytest.mark.timeout(60)
+def test_faultproxy_stall_before_and_mid_body(
+    moto: MotoServer, bucket: str, proxy: FaultProxy
+) -> None:
+    """[rig self-test] A stall holds the request; a mid-body stall holds after N bytes until
+    it times out or is released."""
+    data = os.urandom(2 * MiB)
+    moto.client().put_object(Bucket=bucket, Key="s", Body=data, ACL=PUBLIC)
+    proxy.stall(0.5, times=1)
+    t0 = time.monotonic()
+    assert _get(proxy, f"/{bucket}/s")[1] == data
+    assert time.monotonic() - t0 >= 0.5
+    t0 = time.monotonic()
+    assert _get(proxy, f"/{bucket}/s")[1] == data
+    assert time.monotonic() - t0 < 0.5
+
+    proxy.stall(60, after_bytes=1 * MiB, times=1, path_contains="/s")
+    conn = _conn(proxy)
+    conn.request("GET", f"/{bucket}/s")
+    resp = conn.getresponse()
+    assert resp.read(1 * MiB) == data[: 1 * MiB]
+    proxy.wait_for(lambda log: log[-1].bytes_sent == 1 * MiB and log[-1].finished is None)
+    time.sleep(0.2)
+    assert proxy.requests()[-1].bytes_sent == 1 * MiB, "held after 1 MiB"
+    t0 = time.monotonic()
+    proxy.release_stalls()
+    assert resp.read() == data[1 * MiB :]
+    assert time.monotonic() - t0 < 5
+    conn.close()
+    assert proxy.requests()[-1].fault == "stall"
+
+
+@pytest.mark.timeout(60)
+def test_faultproxy_down_refuses_and_cuts_keepalive_then_up(
+    moto: MotoServer, bucket: str, proxy: FaultProxy
+) -> None:
+    """[rig self-test] down(): new connections refused, an idle keep-alive connection is cut;
+    up(): served again on the same port."""
+    moto.client().put_object(Bucket=bucket, Key="d", Body=b"data", ACL=PUBLIC)
+    conn = _conn(proxy)
+    conn.request("GET", f"/{bucket}/d")
+    assert conn.getresponse().read() == b"data"
+    proxy.down()
+    assert not proxy.is_up
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((proxy.host, proxy.port), timeout=2).close()
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        conn.request("GET", f"/{bucket}/d")
+        conn.getresponse().read()
+    conn.close()
+    proxy.up()
+    assert _get(proxy, f"/{bucket}/d")[:2] == (200, b"data")
+
+
+@pytest.mark.timeout(60)
+def test_faultproxy_stops_cleanly_with_a_request_stalled(moto: MotoServer, bucket: str) -> None:
+    """[rig self-test] Leaving the context with a request held mid-stall ends it at once,
+    closes the port and joins the thread."""
+    moto.client().put_object(Bucket=bucket, Key="x", Body=b"x", ACL=PUBLIC)
+    p = FaultProxy(moto.endpoint_url).start()
+    thread = p._thread
+    assert thread is not None and thread.is_alive()
+    p.stall(300)
+    result: list[BaseException | int] = []
+
+    def client() -> None:
+        try:
+            result.append(_get(p, f"/{bucket}/x")[0])
+        except (OSError, http.client.HTTPException) as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=client)
+    t.start()
+    p.wait_for(lambda log: len(log) == 1)
+    t0 = time.monotonic()
+    p.stop()
+    assert time.monotonic() - t0 < 5
+    t.join(10)
+    assert not t.is_alive() and len(result) == 1
+    assert not thread.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((p.host, p.port), timeout=2).close()
+
+
+# == Fault scenarios =========================================================================
+
+
+@pytest.mark.timeout(120)
+def test_docker_pull_succeeds_when_30_percent_of_s3_requests_fail(
+    moto: MotoServer, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """(1) 30 % of S3 requests answer 500/503: a real ``docker pull`` of a multi-layer image
+    through the sidecar succeeds with the pushed digest, and the sidecar's retries hide every
+    fault from docker (dockerd retries layers itself, so success alone would not show it).
+
+    Faults are drawn per (method, path, n-th request): with a fixed bucket name and a seeded
+    image the run is repeatable. (Each S3 call has 6 attempts at 30 %: about one call in 1,400
+    fails all six. Should a change of paths make one of them do so, the failure repeats on
+    every run; pick another seed.)"""
+    require("dockerd")
+    bucket = "faults-docker-5xx"
+    moto.create_bucket(bucket)
+    writer = BucketWriter(moto.client(), bucket)
+    image = build_oci_layout(
+        tmp_path / "layout",
+        "v1",
+        [("linux", "amd64")],
+        [512 * KiB, 256 * KiB, 128 * KiB, 64 * KiB],
+        seed="faults-5xx",
+    )
+    _seed_layout(writer, "faults/app", "v1", image)
+    proxy.fail_ratio(0.3, statuses=(500, 503), seed=2026)
+    with _sidecar(proxy, bucket, tmp_path / "data") as sc, Dockerd() as dockerd:
+        digest = dockerd.pull(f"localhost:{sc.port}/faults/app:v1", timeout_s=100)
+        print(
+            f"S3 requests {proxy.count()}, failed by the proxy {proxy.count(fault='fail')}, "
+            f"sidecar 5xx answers {len(_sidecar_5xx(sc))}"
+        )
+        assert digest == image.digest
+        assert proxy.count(fault="fail") > 0, "faults were injected"
+        assert _sidecar_5xx(sc) == [], "a fault reached the client"
+        files = assert_cache_verified(sc)
+        plat = image.platforms[0]
+        wanted = {_hex(b.digest) for b in (plat.config, *plat.layers)}
+        assert wanted <= {f.name for f in files}
+
+
+@pytest.mark.timeout(120)
+async def test_reset_blob_download_resumes_with_range(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """(2) The connection is reset after 1 MiB of a 64 MiB blob, three times: the client gets
+    one uninterrupted 200 with the right bytes; the sidecar resumed with ``Range: bytes=N-``
+    (N > 0) each time instead of starting again from 0."""
+    data = os.urandom(64 * MiB)
+    digest = writer.blob("app", data)
+    hexd = _hex(digest)
+    key = layout.blob_data(digest)  # not the _layers link, whose path holds the digest too
+    proxy.reset_after(1 * MiB, times=3, method="GET", path_contains=key)
+    with _sidecar(proxy, bucket, tmp_path / "data") as sc:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=100)) as session:
+            status, got, n, headers = await _get_digest(session, f"{sc.url}/v2/app/blobs/{digest}")
+        assert status == 200
+        assert int(headers["Content-Length"]) == len(data)
+        assert (got, n) == (digest, len(data)), "one uninterrupted stream of the right bytes"
+
+        gets = proxy.select("GET", key)
+        assert [g.fault for g in gets].count("reset") == 3
+        assert gets[0].range is None or gets[0].range_start == 0
+        retries = gets[1:]
+        assert retries, "no retry"
+        ranges = [g.range for g in retries]
+        assert all(r is not None and re.fullmatch(r"bytes=\d+-", r) for r in ranges), ranges
+        starts = [g.range_start or 0 for g in retries]
+        assert all(s > 0 for s in starts), f"a retry started again from 0: {ranges}"
+        assert starts == sorted(starts), ranges
+        assert gets[-1].completed and gets[-1].status == 206
+        total = sum(g.bytes_sent for g in gets)
+        assert total <= len(data) + 3 * MiB, f"{total} bytes fetched for a {len(data)} blob"
+        files = assert_cache_verified(sc)
+        assert [f.name for f in files] == [hexd]
+
+
+@pytest.mark.timeout(120)
+async def test_s3_down_serves_known_tags_stale_and_fails_fast_for_unknown(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """(3) S3 stops answering after an image was pulled once: pulling it by tag still works
+    once the tag's TTL has passed (stale-if-error serves the last known digest); an image
+    never pulled fails with 503 UNAVAILABLE and Retry-After well within the deadline."""
+    app, app_blobs = writer.image("app", "v1", [os.urandom(1 * MiB), os.urandom(300 * KiB)])
+    other, _ = writer.image("other", "v1", [os.urandom(200 * KiB)])
+    env = {"REGSIDECAR_CACHE_TAG_TTL_S": "1", "REGSIDECAR_RETRY_DEADLINE_S": "3"}
+    with _sidecar(proxy, bucket, tmp_path / "data", env) as sc:
+        digest, blobs = await _pull(sc.url, "app", "v1")
+        assert digest == app and set(app_blobs) <= set(blobs)
+        # The 1 s tag TTL is honoured: past it, the tag is read from S3 again.
+        tag_link = layout.tag_current_link("app", "v1")
+        mark = proxy.mark()
+        await asyncio.sleep(1.5)
+        assert (await _pull(sc.url, "app", "v1"))[0] == app
+        assert proxy.count("GET", tag_link, since=mark) >= 1, "tag not re-resolved after TTL"
+
+        proxy.down()
+        await asyncio.sleep(1.5)  # past the tag TTL: the tag must be resolved again
+        t0 = time.monotonic()
+        digest, _ = await _pull(sc.url, "app", "v1")
+        stale_s = time.monotonic() - t0
+        assert digest == app
+        assert stale_s < 10, f"stale pull took {stale_s:.1f}s"
+
+        t0 = time.monotonic()
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
+            session.get(f"{sc.url}/v2/other/manifests/v1", headers={"Accept": ACCEPT}) as r,
+        ):
+            body = await r.read()
+            elapsed = time.monotonic() - t0
+            assert r.status == 503, (r.status, body[:500])
+            assert json.loads(body)["errors"][0]["code"] == "UNAVAILABLE"
+            assert _is_retry_after(r.headers.get("Retry-After")), r.headers
+        assert elapsed < 10, f"503 took {elapsed:.1f}s"
+
+        proxy.up()
+        digest, _ = await _pull(sc.url, "other", "v1")
+        assert digest == other, "recovers once S3 is back"
+        assert_cache_verified(sc)
+        print(f"stale pull {stale_s:.2f}s, unavailable answer {elapsed:.2f}s")
+
+
+@pytest.mark.timeout(120)
+async def test_kill_9_mid_download_leaves_no_partial_entry(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """(6) kill -9 of the sidecar in the middle of a large blob download, restart on the same
+    data dir: the next pull succeeds and the cache holds no corrupt or partial entry."""
+    big = os.urandom(24 * MiB)
+    manifest, (big_digest, small_digest) = writer.image("app", "v1", [big, os.urandom(256 * KiB)])
+    hexd = _hex(big_digest)
+    key = layout.blob_data(big_digest)
+    proxy.stall(60, after_bytes=4 * MiB, times=1, method="GET", path_contains=key)
+    sc = _sidecar(proxy, bucket, tmp_path / "data")
+    try:
+        sc.start()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            resp = await session.get(f"{sc.url}/v2/app/blobs/{big_digest}")
+            try:
+                assert resp.status == 200
+                assert await resp.content.readexactly(2 * MiB) == big[: 2 * MiB]
+
+                def partial() -> bool:
+                    tmp = sc.temp_files()
+                    return len(tmp) == 1 and tmp[0].stat().st_size == 4 * MiB
+
+                for _ in range(500):
+                    if partial():
+                        break
+                    await asyncio.sleep(0.02)
+                assert partial(), f"no 4 MiB temp file: {sc.temp_files()}"
+                assert hexd not in {p.name for p in sc.cache_files()}
+                sc.kill()
+            finally:
+                resp.close()
+        proxy.clear()
+        assert len(sc.temp_files()) == 1, "the crash left its temp file"
+
+        sc.start()
+        assert sc.temp_files() == [], "start-up removes leftover temp files"
+        digest, blobs = await _pull(sc.url, "app", "v1")
+        assert digest == manifest and blobs[1:] == [big_digest, small_digest]
+        files = assert_cache_verified(sc)
+        assert {hexd, _hex(small_digest)} <= {f.name for f in files}
+    finally:
+        sc.close()
+
+
+@pytest.mark.timeout(120)
+async def test_corrupted_cache_file_is_detected_and_refetched(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """(7) One byte of a cached blob flipped on disk while the sidecar was stopped: after a
+    restart a GET returns the right bytes, the blob was fetched again from S3, and the cache
+    file hashes to its name again."""
+    data = os.urandom(4 * MiB)
+    digest = writer.blob("app", data)
+    hexd = _hex(digest)
+    url_path = f"/v2/app/blobs/{digest}"
+    sc = _sidecar(proxy, bucket, tmp_path / "data")
+    try:
+        with sc:
+            async with aiohttp.ClientSession() as session:
+                status, got, _, _ = await _get_digest(session, sc.url + url_path)
+            assert (status, got) == (200, digest)
+            assert [f.name for f in assert_cache_verified(sc)] == [hexd]
+        cached = sc.data_dir / "cache" / "blobs" / "sha256" / hexd
+        _flip_byte(cached, len(data) // 2)
+        assert _sha256_file(cached) != hexd
+
+        sc.start()
+        mark = proxy.mark()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            try:
+                status, got, n, _ = await _get_digest(session, sc.url + url_path)
+            except aiohttp.ClientPayloadError as exc:
+                pytest.fail(f"the first GET after the restart was cut short: {exc!r}")
+            assert (status, got, n) == (200, digest, len(data)), "served the corrupted file"
+            refetched = proxy.count("GET", layout.blob_data(digest), since=mark)
+            assert refetched >= 1, "the blob's data was not fetched again from S3"
+            status, got, _, _ = await _get_digest(session, sc.url + url_path)
+            assert (status, got) == (200, digest)
+        assert [f.name for f in assert_cache_verified(sc)] == [hexd]
+    finally:
+        sc.close()
+
+
+@pytest.mark.timeout(60)
+async def test_one_deadline_bounds_all_upstream_calls_of_a_request(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """A manifest by tag takes several S3 calls (tag link, revision link, data); with every S3
+    answer slowed to 1.3 s and the first attempt of each failing, the client is still answered
+    within its one 3 s deadline, not 3 s per call."""
+    manifest, _ = writer.image("app", "v1", [os.urandom(100 * KiB)])
+    env = {"REGSIDECAR_RETRY_DEADLINE_S": "3"}
+    with _sidecar(proxy, bucket, tmp_path / "data", env) as sc:
+        proxy.stall(1.3, method="GET")
+        # One failure per call: each call alone would finish inside 3 s (1.3 + backoff + 1.3).
+        for key in (
+            layout.tag_current_link("app", "v1"),
+            layout.revision_link("app", manifest),
+            layout.blob_data(manifest),
+        ):
+            proxy.fail(503, times=1, method="GET", path_contains=key)
+        t0 = time.monotonic()
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
+            session.get(f"{sc.url}/v2/app/manifests/v1", headers={"Accept": ACCEPT}) as r,
+        ):
+            body = await r.read()
+            elapsed = time.monotonic() - t0
+        assert r.status in (200, 503), (r.status, body[:300])
+        if r.status == 503:
+            assert json.loads(body)["errors"][0]["code"] == "UNAVAILABLE"
+        assert elapsed < 3 + 1.5, f"answered after {elapsed:.1f}s with a 3 s deadline"
+        proxy.clear()
