@@ -112,6 +112,13 @@ class RetrySettings(_Model):
     max_resumes: int = Field(10, ge=0)  # Range resumptions of one blob download
 
 
+class LimitSettings(_Model):
+    """Bounds on upstream work, so a thundering herd gets 429s rather than a collapse."""
+
+    max_upstream_downloads: int = Field(16, ge=1)  # blob downloads running at once
+    max_queued_downloads: int = Field(256, ge=0)  # waiting for a slot; beyond it: 429
+
+
 class ClockSettings(_Model):
     """Clock-skew handling for S3 signing."""
 
@@ -141,6 +148,7 @@ class Settings(_Model):
     cache: CacheSettings = CacheSettings()
     clock: ClockSettings = ClockSettings()
     retry: RetrySettings = RetrySettings()
+    limits: LimitSettings = LimitSettings()
     log: LogSettings = LogSettings()
 
     @field_validator("listen")

@@ -32,6 +32,7 @@ from typing import TypeVar
 
 from cachetools import LRUCache, TTLCache
 
+from regsidecar.cache.limiter import Limiter
 from regsidecar.cache.singleflight import BlobFetch, SingleFlight
 from regsidecar.cache.store import BlobCache
 from regsidecar.clock.skew import SkewEstimator
@@ -183,6 +184,8 @@ class Registry:
         self._link_flights: SingleFlight[tuple[str, str, str], bool] = SingleFlight()
         self._manifest_flights: SingleFlight[Digest, Manifest] = SingleFlight()
         self._fetches: dict[Digest, BlobFetch] = {}
+        lim = settings.limits
+        self._downloads = Limiter(lim.max_upstream_downloads, lim.max_queued_downloads)
 
     @classmethod
     async def open(cls, settings: Settings, metrics: Metrics | None = None) -> Registry:
@@ -470,11 +473,16 @@ class Registry:
 
     def _start_fetch(self, digest: Digest, key: str, size: int) -> BlobFetch:
         assert self.cache is not None
+        self._downloads.admit()  # TooManyRequests (429) when running + queued are full
         fetch = BlobFetch(
             str(digest), size, self.cache.temp_path(digest), self.cache.path_for(digest)
         )
         # Created synchronously so readers can open the file as soon as they hold the fetch.
-        fd = os.open(fetch.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fd = os.open(fetch.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError:
+            self._downloads.release_admission()
+            raise
         self.cache.reserve(size)
         self._fetches[digest] = fetch
         # Detached from any one request: a client that goes away does not stop the download,
@@ -487,51 +495,13 @@ class Registry:
     async def _download(self, fetch: BlobFetch, digest: Digest, key: str, fd: int) -> None:
         assert self.cache is not None
         cache = self.cache
-        h = hashlib.new(digest.algorithm)
-        started = time.monotonic()
         released = False
+        started = time.monotonic()
         try:
             try:
-                resumes = 0
-                while True:
-                    try:
-                        # From where we got to: the hash carries on over the whole blob.
-                        async with _closing(self.driver.stream(key, fetch.written)) as chunks:
-                            async for chunk in chunks:
-                                if fetch.written + len(chunk) > fetch.size:
-                                    raise IntegrityError(
-                                        key, "store sent more bytes than the blob's size"
-                                    )
-                                view = memoryview(chunk)
-                                while view:
-                                    view = view[os.write(fd, view) :]
-                                h.update(chunk)
-                                fetch.advance(len(chunk))
-                    except UpstreamUnavailable as exc:
-                        if fetch.written >= fetch.size:
-                            break
-                        if resumes >= self.settings.retry.max_resumes:
-                            raise
-                        resumes += 1
-                        self.metrics.blob_resumes.inc()
-                        log.warning(
-                            "blob download interrupted; resuming",
-                            extra={
-                                "digest": str(digest),
-                                "offset": fetch.written,
-                                "resume": resumes,
-                                "error": str(exc)[:200],
-                            },
-                        )
-                        await asyncio.sleep(self._retry.backoff(resumes - 1))
-                        continue
-                    break
-                if fetch.written != fetch.size:
-                    raise UpstreamUnavailable(
-                        key, f"short read: {fetch.written} of {fetch.size} bytes"
-                    )
-                if h.hexdigest() != digest.hex:
-                    raise IntegrityError(key, f"content does not match {digest}")
+                async with self._downloads:  # waits for one of the bounded slots
+                    started = time.monotonic()
+                    await self._transfer(fetch, digest, key, fd)
                 await asyncio.to_thread(os.fsync, fd)
             finally:
                 os.close(fd)
@@ -561,3 +531,45 @@ class Registry:
                 raise
         finally:
             self._fetches.pop(digest, None)
+            self._downloads.release_admission()
+
+    async def _transfer(self, fetch: BlobFetch, digest: Digest, key: str, fd: int) -> None:
+        """Stream the blob into ``fd``, resuming with Range where a connection broke, and
+        verify size and digest over the whole of it."""
+        h = hashlib.new(digest.algorithm)
+        resumes = 0
+        while True:
+            try:
+                # From where we got to: the hash carries on over the whole blob.
+                async with _closing(self.driver.stream(key, fetch.written)) as chunks:
+                    async for chunk in chunks:
+                        if fetch.written + len(chunk) > fetch.size:
+                            raise IntegrityError(key, "store sent more bytes than the blob's size")
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                        h.update(chunk)
+                        fetch.advance(len(chunk))
+            except UpstreamUnavailable as exc:
+                if fetch.written >= fetch.size:
+                    break
+                if resumes >= self.settings.retry.max_resumes:
+                    raise
+                resumes += 1
+                self.metrics.blob_resumes.inc()
+                log.warning(
+                    "blob download interrupted; resuming",
+                    extra={
+                        "digest": str(digest),
+                        "offset": fetch.written,
+                        "resume": resumes,
+                        "error": str(exc)[:200],
+                    },
+                )
+                await asyncio.sleep(self._retry.backoff(resumes - 1))
+                continue
+            break
+        if fetch.written != fetch.size:
+            raise UpstreamUnavailable(key, f"short read: {fetch.written} of {fetch.size} bytes")
+        if h.hexdigest() != digest.hex:
+            raise IntegrityError(key, f"content does not match {digest}")

@@ -677,3 +677,57 @@ async def test_one_deadline_bounds_all_upstream_calls_of_a_request(
             assert json.loads(body)["errors"][0]["code"] == "UNAVAILABLE"
         assert elapsed < 3 + 1.5, f"answered after {elapsed:.1f}s with a 3 s deadline"
         proxy.clear()
+
+
+@pytest.mark.timeout(180)
+async def test_200_concurrent_pulls_with_a_download_limit_of_8(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """(8) 200 clients each want a different cold blob; at most 8 download at once and 16 may
+    wait: the rest get 429 with Retry-After and succeed when they retry. /v2/ stays quick."""
+    blobs = [os.urandom(256 * KiB) for _ in range(200)]
+    digests = [writer.blob("app", b) for b in blobs]
+    env = {
+        "REGSIDECAR_LIMITS_MAX_UPSTREAM_DOWNLOADS": "8",
+        "REGSIDECAR_LIMITS_MAX_QUEUED_DOWNLOADS": "16",
+    }
+    with _sidecar(proxy, bucket, tmp_path / "data", env) as sc:
+        proxy.stall(0.2, method="GET", path_contains="/blobs/")  # keep downloads in flight
+        refused = 0
+        base_latency: list[float] = []
+
+        async def pull(session: aiohttp.ClientSession, digest: str) -> str:
+            nonlocal refused
+            for _ in range(100):
+                async with session.get(f"{sc.url}/v2/app/blobs/{digest}") as r:
+                    if r.status == 429:
+                        refused += 1
+                        assert _is_retry_after(r.headers.get("Retry-After"))
+                        assert (await r.json())["errors"][0]["code"] == "TOOMANYREQUESTS"
+                        await asyncio.sleep(float(r.headers["Retry-After"]) / 4)
+                        continue
+                    assert r.status == 200
+                    return "sha256:" + hashlib.sha256(await r.read()).hexdigest()
+            raise AssertionError("never admitted")
+
+        async def probe(session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                t0 = time.monotonic()
+                async with session.get(f"{sc.url}/v2/") as r:
+                    assert r.status == 200
+                base_latency.append(time.monotonic() - t0)
+                await asyncio.sleep(0.05)
+
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            stop = asyncio.Event()
+            prober = asyncio.create_task(probe(session, stop))
+            got = await asyncio.gather(*(pull(session, d) for d in digests))
+            stop.set()
+            await prober
+        proxy.clear()
+        assert got == digests
+        assert refused > 0, "the limit was never reached: the test did not test it"
+        assert base_latency and max(base_latency) < 1.0, max(base_latency)
+        assert_cache_verified(sc)
+        print(f"429s: {refused}, /v2/ max latency {max(base_latency) * 1000:.0f} ms")
