@@ -55,6 +55,17 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.pass_through = Counter(
+            "regsidecar_pass_through_serves",
+            "Blobs streamed to a client without caching (cache disk full or failing)",
+            registry=self.registry,
+        )
+        self.cache_write_errors = Counter(
+            "regsidecar_cache_write_errors",
+            "Downloads abandoned because the cache disk failed (full, I/O error)",
+            registry=self.registry,
+        )
+
     def watch_clock(self, offset: Callable[[], float], jumps: Callable[[], float]) -> None:
         """Read the clock estimate at scrape time."""
         self.clock_offset.set_function(offset)

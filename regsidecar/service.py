@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from cachetools import LRUCache, TTLCache
@@ -116,6 +117,8 @@ def _not_downloading(start: int, end: int) -> AsyncIterator[bytes]:
     raise RuntimeError("blob(download=False) gives a size only")
 
 
+# After a cache write fails, blobs stream without caching for this long before trying again.
+DISK_TROUBLE_COOLDOWN_S = 60.0
 # S3 eventual consistency: a linked object not visible yet is asked for again for ~3 s.
 _CONSISTENCY = RetryPolicy(max_attempts=5, base_delay_s=0.25, max_delay_s=1.0, deadline_s=3.0)
 T = TypeVar("T")
@@ -184,6 +187,7 @@ class Registry:
         self._link_flights: SingleFlight[tuple[str, str, str], bool] = SingleFlight()
         self._manifest_flights: SingleFlight[Digest, Manifest] = SingleFlight()
         self._fetches: dict[Digest, BlobFetch] = {}
+        self._disk_trouble_until = 0.0
         lim = settings.limits
         self._downloads = Limiter(lim.max_upstream_downloads, lim.max_queued_downloads)
 
@@ -445,8 +449,66 @@ class Registry:
             if fetch is None:
                 if not download:
                     return StreamingBlob(digest, size, _not_downloading)
+                if not self._cache_usable(size):
+                    self.metrics.pass_through.inc()
+                    log.warning(
+                        "cache disk full or failing; streaming without caching",
+                        extra={"digest": str(digest), "bytes": size},
+                    )
+                    return StreamingBlob(
+                        digest, size, partial(self._pass_through, digest, key, size)
+                    )
                 fetch = self._start_fetch(digest, key, size)
         return StreamingBlob(digest, fetch.size, fetch.open_reader)
+
+    def _cache_usable(self, size: int) -> bool:
+        assert self.cache is not None
+        if time.monotonic() < self._disk_trouble_until:
+            return False
+        return self.cache.can_hold(size)
+
+    async def _pass_through(
+        self, digest: Digest, key: str, size: int, start: int, end: int
+    ) -> AsyncIterator[bytes]:
+        """Bytes start..end straight from the store, for when the cache cannot take the blob.
+        A whole-blob response is still verified: its last chunk is held back until the digest
+        matches, so a client never receives a complete, wrong blob."""
+        whole = start == 0 and end == size - 1
+        h = hashlib.new(digest.algorithm)
+        pos = start
+        held = b""
+        resumes = 0
+        while pos <= end:
+            try:
+                async with _closing(self.driver.stream(key, pos)) as chunks:
+                    async for chunk in chunks:
+                        chunk = chunk[: end + 1 - pos]
+                        if not chunk:
+                            break
+                        pos += len(chunk)
+                        if whole:
+                            h.update(chunk)
+                            if held:
+                                yield held
+                            held = chunk
+                        else:
+                            yield chunk
+                        if pos > end:
+                            break
+            except UpstreamUnavailable:
+                if resumes >= self.settings.retry.max_resumes:
+                    raise
+                resumes += 1
+                self.metrics.blob_resumes.inc()
+                await asyncio.sleep(self._retry.backoff(resumes - 1))
+                continue
+            if pos <= end:
+                raise UpstreamUnavailable(key, f"short read: {pos - start} of {end + 1 - start}")
+        if whole:
+            if h.hexdigest() != digest.hex:
+                raise IntegrityError(key, f"content does not match {digest}")
+            if held:
+                yield held
 
     async def _intact(self, digest: Digest, path: str) -> bool:
         """Hash a cached blob the first time it is served in this run. A file that no longer
@@ -523,6 +585,10 @@ class Registry:
         except BaseException as exc:
             fetch.fail(exc)
             cache.discard(fetch.temp_path)
+            if isinstance(exc, OSError):
+                # The cache disk failed (full, I/O error): stream without caching for a while.
+                self._disk_trouble_until = time.monotonic() + DISK_TROUBLE_COOLDOWN_S
+                self.metrics.cache_write_errors.inc()
             if not released:
                 cache.release(fetch.size)
             level = logging.ERROR if isinstance(exc, IntegrityError) else logging.WARNING

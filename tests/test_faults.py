@@ -19,6 +19,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -731,3 +732,57 @@ async def test_200_concurrent_pulls_with_a_download_limit_of_8(
         assert base_latency and max(base_latency) < 1.0, max(base_latency)
         assert_cache_verified(sc)
         print(f"429s: {refused}, /v2/ max latency {max(base_latency) * 1000:.0f} ms")
+
+
+@pytest.fixture
+def tiny_cache_disk(tmp_path: Path) -> Iterator[Path]:
+    """A data dir whose cache/ is an 8 MiB tmpfs, unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    data_dir = tmp_path / "data"
+    cache_dir = data_dir / "cache"
+    cache_dir.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(cache_dir)], check=True)
+    try:
+        yield data_dir
+    finally:
+        subprocess.run(["umount", str(cache_dir)], check=False)
+
+
+@pytest.mark.timeout(120)
+async def test_tiny_cache_disk_still_serves_every_pull(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tiny_cache_disk: Path
+) -> None:
+    """(5) The cache sits on an 8 MiB tmpfs: a 12 MiB blob that can never fit streams through
+    uncached; a 6 MiB download whose disk fills up mid-way fails that one response (the client
+    retries, as docker does) and is then streamed uncached. No partial file stays behind."""
+    big, mid = os.urandom(12 * MiB), os.urandom(6 * MiB)
+    big_d, mid_d = writer.blob("app", big), writer.blob("app", mid)
+    data_dir = tiny_cache_disk
+    cache_dir = data_dir / "cache"
+    env = {"REGSIDECAR_CACHE_MAX_BYTES": "100MiB"}
+    with _sidecar(proxy, bucket, data_dir, env) as sc:
+        async with aiohttp.ClientSession() as session:
+            status, got, *_ = await _get_digest(session, f"{sc.url}/v2/app/blobs/{big_d}")
+            assert (status, got) == (200, big_d)
+            assert sc.cache_files() == [] and sc.temp_files() == []
+
+            proxy.stall(30, after_bytes=1 * MiB, times=1, path_contains=layout.blob_data(mid_d))
+            first = asyncio.create_task(_get_digest(session, f"{sc.url}/v2/app/blobs/{mid_d}"))
+            for _ in range(500):
+                if sc.temp_files():
+                    break
+                await asyncio.sleep(0.01)
+            assert sc.temp_files(), "the download did not start"
+            (cache_dir / "filler").write_bytes(b"\0" * (4 * MiB))  # the disk fills up
+            proxy.release_stalls()
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await first
+            status, got, *_ = await _get_digest(session, f"{sc.url}/v2/app/blobs/{mid_d}")
+            assert (status, got) == (200, mid_d)
+        assert sc.temp_files() == []
+        assert_cache_verified(sc)
+        logs = sc.logs()
+    assert any(
+        e.get("msg") == "cache disk full or failing; streaming without caching" for e in logs
+    )

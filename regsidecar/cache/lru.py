@@ -62,6 +62,10 @@ class LruIndex:
         if self._pins[key] <= 0:
             del self._pins[key]
 
+    def evictable(self) -> int:
+        """Bytes that eviction could free now (everything not pinned)."""
+        return self.total - sum(self._sizes.get(k, 0) for k in self._pins)
+
     def pinned(self, key: str) -> bool:
         return key in self._pins
 

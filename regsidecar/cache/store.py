@@ -148,6 +148,14 @@ class BlobCache:
         self._incoming += size
         self.evict()
 
+    def can_hold(self, size: int) -> bool:
+        """Whether a new blob of ``size`` bytes fits, counting what eviction could free and the
+        downloads already under way. A blob larger than the whole cache never fits."""
+        if size > self.max_bytes:
+            return False
+        free = self._free_bytes(self.root) + self.index.evictable() - self._incoming - size
+        return free >= self.min_free_bytes
+
     def release(self, size: int) -> None:
         """A reserved download ended (recorded or discarded)."""
         self._incoming -= size

@@ -332,3 +332,13 @@ else:
         # No more than needed: without the last victim it would not have been enough.
         if victims:
             assert freed - model[victims[-1]] < need
+
+
+def test_evictable_excludes_pinned_entries() -> None:
+    idx = LruIndex()
+    idx.add("a", 10)
+    idx.add("b", 20)
+    idx.pin("b")
+    assert idx.evictable() == 10
+    idx.unpin("b")
+    assert idx.evictable() == 30
