@@ -146,6 +146,11 @@ class Unavailable(OCIError):
     def __init__(self, message: str | None = None, *, retry_after: int = 5, detail: Any = None):
         super().__init__(message, detail=detail, headers={"Retry-After": str(retry_after)})
 
+    @classmethod
+    def from_storage(cls, exc: StorageError) -> Unavailable:
+        """The store failed (after retries): tell the client, with the reason, to come back."""
+        return cls("the image store is unavailable", detail={"reason": str(exc)})
+
 
 class TooManyRequests(OCIError):
     code = "TOOMANYREQUESTS"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import hashlib
 import logging
 import os
@@ -31,26 +30,24 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from cachetools import LRUCache, TTLCache
+from cachetools import LRUCache
 
-from regsidecar.cache.limiter import Limiter
-from regsidecar.cache.singleflight import BlobFetch, SingleFlight
+from regsidecar.cache.singleflight import SingleFlight
 from regsidecar.cache.store import BlobCache
 from regsidecar.clock.skew import SkewEstimator
 from regsidecar.config import Settings
+from regsidecar.downloads import Downloads
 from regsidecar.errors import (
     BlobUnknown,
     DigestInvalid,
-    IntegrityError,
     ManifestInvalid,
     ManifestUnknown,
-    NameUnknown,
     NotFound,
     StorageError,
     Unavailable,
-    UpstreamUnavailable,
 )
 from regsidecar.metrics import Metrics
+from regsidecar.names import Names
 from regsidecar.oci import mediatypes
 from regsidecar.oci.mediatypes import ManifestInfo
 from regsidecar.oci.reference import Digest, Reference, parse_digest
@@ -102,23 +99,10 @@ def _no_pin() -> Iterator[None]:
     yield
 
 
-@contextlib.asynccontextmanager
-async def _closing(it: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[bytes]]:
-    """aclosing() for an AsyncIterator that is an async generator at run time."""
-    try:
-        yield it
-    finally:
-        aclose = getattr(it, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
 def _not_downloading(start: int, end: int) -> AsyncIterator[bytes]:
     raise RuntimeError("blob(download=False) gives a size only")
 
 
-# After a cache write fails, blobs stream without caching for this long before trying again.
-DISK_TROUBLE_COOLDOWN_S = 60.0
 # S3 eventual consistency: a linked object not visible yet is asked for again for ~3 s.
 _CONSISTENCY = RetryPolicy(max_attempts=5, base_delay_s=0.25, max_delay_s=1.0, deadline_s=3.0)
 T = TypeVar("T")
@@ -138,10 +122,6 @@ def _file_matches(path: str, digest: Digest) -> bool | None:
     except FileNotFoundError:
         return None
     return h.hexdigest() == digest.hex
-
-
-def _unavailable(exc: StorageError) -> Unavailable:
-    return Unavailable("the image store is unavailable", detail={"reason": str(exc)})
 
 
 class Registry:
@@ -164,32 +144,19 @@ class Registry:
         if isinstance(driver, S3Driver):
             driver.on_retry = self.metrics.upstream_retries.inc
         c = settings.cache
-        r = settings.retry
-        self._retry = RetryPolicy(r.max_attempts, r.base_delay_s, r.max_delay_s, r.deadline_s)
-        # Last known answers, served only when every upstream fails (stale-if-error).
-        self._stale_tags: TTLCache[tuple[str, str], Digest] = TTLCache(
-            65536, c.stale_if_error_s, timer=now
-        )
-        self._stale_links: TTLCache[tuple[str, str, str], bool] = TTLCache(
-            262144, c.stale_if_error_s, timer=now
-        )
+        self.names = Names(self.reader, settings, self.metrics, now=now)
         # Cached blobs whose bytes were hashed since start (each is checked once per run).
         self._verified: LRUCache[Digest, bool] = LRUCache(1 << 20)
         self._verify_flights: SingleFlight[Digest, bool | None] = SingleFlight()
-        self._tags: TTLCache[tuple[str, str], Digest] = TTLCache(65536, c.tag_ttl_s, timer=now)
-        self._links: TTLCache[tuple[str, str, str], bool] = TTLCache(
-            262144, c.link_ttl_s, timer=now
-        )
         self._manifests: LRUCache[Digest, Manifest] = LRUCache(
             c.manifest_memory_bytes, getsizeof=lambda m: len(m.payload) + 256
         )
-        self._tag_flights: SingleFlight[tuple[str, str], Digest] = SingleFlight()
-        self._link_flights: SingleFlight[tuple[str, str, str], bool] = SingleFlight()
         self._manifest_flights: SingleFlight[Digest, Manifest] = SingleFlight()
-        self._fetches: dict[Digest, BlobFetch] = {}
-        self._disk_trouble_until = 0.0
-        lim = settings.limits
-        self._downloads = Limiter(lim.max_upstream_downloads, lim.max_queued_downloads)
+        self.downloads = (
+            Downloads(driver, cache, settings, self.metrics, on_verified=self._mark_verified)
+            if cache is not None
+            else None
+        )
 
     @classmethod
     async def open(cls, settings: Settings, metrics: Metrics | None = None) -> Registry:
@@ -246,69 +213,12 @@ class Registry:
         }
 
     async def close(self) -> None:
-        for fetch in list(self._fetches.values()):
-            if fetch.task is not None:
-                fetch.task.cancel()
-        tasks = [f.task for f in self._fetches.values() if f.task is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.downloads is not None:
+            await self.downloads.close()
         await self.driver.close()
 
-    # -- tags and links -----------------------------------------------------------------------
-
-    async def resolve(self, name: str, tag: str) -> Digest:
-        key = (name, tag)
-        digest = self._tags.get(key)
-        if digest is not None:
-            return digest
-
-        async def load() -> Digest:
-            try:
-                d = await self.reader.resolve_tag(name, tag)
-            except NotFound as exc:
-                raise ManifestUnknown(f"unknown tag {name}:{tag}") from exc
-            except StorageError as exc:
-                stale = self._stale_tags.get(key)
-                if stale is None:
-                    raise _unavailable(exc) from exc
-                self._serve_stale("tag", f"{name}:{tag}", exc)
-                # for one TTL: the next pulls in an outage need not wait out the deadline again
-                self._tags[key] = stale
-                return stale
-            self._tags[key] = self._stale_tags[key] = d
-            return d
-
-        return await self._tag_flights.do(key, load)
-
-    async def _linked(self, kind: str, name: str, digest: Digest) -> bool:
-        key = (kind, name, str(digest))
-        if self._links.get(key):
-            return True
-
-        async def load() -> bool:
-            try:
-                if kind == "manifest":
-                    ok = await self.reader.has_manifest(name, digest)
-                else:
-                    ok = await self.reader.has_blob(name, digest)
-            except StorageError as exc:
-                if not self._stale_links.get(key):
-                    raise _unavailable(exc) from exc
-                self._serve_stale("link", f"{name}@{digest}", exc)
-                self._links[key] = True
-                return True
-            if ok:
-                self._links[key] = self._stale_links[key] = True
-            return ok
-
-        return await self._link_flights.do(key, load)
-
-    def _serve_stale(self, kind: str, what: str, exc: StorageError) -> None:
-        log.warning(
-            "store unavailable; serving last known state",
-            extra={"kind": kind, "ref": what, "error": str(exc)[:200]},
-        )
-        self.metrics.stale_serves.labels(kind).inc()
+    async def tags(self, name: str) -> list[str]:
+        return await self.names.tags(name)
 
     async def _consistent(self, call: Callable[[], Awaitable[T]]) -> T:
         """The repository links this object but the store says it is not there: S3 may not
@@ -318,15 +228,6 @@ class Registry:
         except DeadlineExceeded as exc:
             raise NotFound(str(exc)) from exc
 
-    async def tags(self, name: str) -> list[str]:
-        try:
-            tags = await self.reader.list_tags(name)
-        except StorageError as exc:
-            raise _unavailable(exc) from exc
-        if tags is None:
-            raise NameUnknown(detail={"name": name})
-        return tags
-
     # -- manifests ----------------------------------------------------------------------------
 
     async def manifest(self, name: str, ref: Reference, accepts: frozenset[str]) -> Manifest:
@@ -335,8 +236,8 @@ class Registry:
             digest = ref.digest
         else:
             assert ref.tag is not None
-            digest = await self.resolve(name, ref.tag)
-        if not await self._linked("manifest", name, digest):
+            digest = await self.names.resolve(name, ref.tag)
+        if not await self.names.linked("manifest", name, digest):
             raise ManifestUnknown(f"unknown manifest {name}@{digest}")
         manifest = await self._load_manifest(digest)
         choice = mediatypes.negotiate(manifest.info, accepts, by_tag=ref.tag is not None)
@@ -346,7 +247,7 @@ class Registry:
             sub_digest = parse_digest(choice.substitute)
         except DigestInvalid as exc:
             raise ManifestUnknown("manifest list entry has an invalid digest") from exc
-        if not await self._linked("manifest", name, sub_digest):
+        if not await self.names.linked("manifest", name, sub_digest):
             raise ManifestUnknown(f"unknown manifest {name}@{sub_digest}")
         sub = await self._load_manifest(sub_digest)
         mediatypes.check_substitute(sub.info, accepts)
@@ -376,7 +277,7 @@ class Registry:
         except NotFound as exc:
             raise ManifestUnknown(f"manifest {digest} is linked but its data is missing") from exc
         except StorageError as exc:
-            raise _unavailable(exc) from exc
+            raise Unavailable.from_storage(exc) from exc
         if not _matches(digest, payload):
             log.error("manifest digest mismatch in the store", extra={"digest": str(digest)})
             raise Unavailable(
@@ -412,7 +313,7 @@ class Registry:
         ``download=False`` (a HEAD) only learns the size of a blob that is not local: asking
         whether a blob exists must not pull gigabytes into the cache.
         """
-        if not await self._linked("blob", name, digest):
+        if not await self.names.linked("blob", name, digest):
             raise BlobUnknown(detail={"digest": str(digest)})
         key = self.reader.blob_key(digest)
         local = self.driver.local_path(key)
@@ -424,13 +325,13 @@ class Registry:
                     "blob is linked but its data is missing", detail={"digest": str(digest)}
                 ) from exc
             return LocalBlob(digest, local, size, _no_pin, "store")
-        assert self.cache is not None, "remote stores always have a cache"
-        cache = self.cache
+        assert self.cache is not None and self.downloads is not None, "remote stores cache"
+        cache, downloads = self.cache, self.downloads
         path = cache.lookup(digest)
         cached_size = cache.size_of(digest)
         if path is not None and cached_size is not None and await self._intact(digest, path):
             return LocalBlob(digest, path, cached_size, lambda: cache.pinned(digest), "cache")
-        fetch = self._fetches.get(digest)
+        fetch = downloads.get(digest)
         if fetch is None:
             try:
                 size = await self._consistent(lambda: self.driver.size(key))
@@ -439,76 +340,30 @@ class Registry:
                     "blob is linked but its data is missing", detail={"digest": str(digest)}
                 ) from exc
             except StorageError as exc:
-                raise _unavailable(exc) from exc
+                raise Unavailable.from_storage(exc) from exc
             # While we asked for the size another request may have started the download, or
             # even finished it.
             path = cache.lookup(digest)
             if path is not None:
                 return LocalBlob(digest, path, size, lambda: cache.pinned(digest), "cache")
-            fetch = self._fetches.get(digest)
+            fetch = downloads.get(digest)
             if fetch is None:
                 if not download:
                     return StreamingBlob(digest, size, _not_downloading)
-                if not self._cache_usable(size):
+                if not downloads.usable(size):
                     self.metrics.pass_through.inc()
                     log.warning(
                         "cache disk full or failing; streaming without caching",
                         extra={"digest": str(digest), "bytes": size},
                     )
                     return StreamingBlob(
-                        digest, size, partial(self._pass_through, digest, key, size)
+                        digest, size, partial(downloads.pass_through, digest, key, size)
                     )
-                fetch = self._start_fetch(digest, key, size)
+                fetch = downloads.start(digest, key, size)
         return StreamingBlob(digest, fetch.size, fetch.open_reader)
 
-    def _cache_usable(self, size: int) -> bool:
-        assert self.cache is not None
-        if time.monotonic() < self._disk_trouble_until:
-            return False
-        return self.cache.can_hold(size)
-
-    async def _pass_through(
-        self, digest: Digest, key: str, size: int, start: int, end: int
-    ) -> AsyncIterator[bytes]:
-        """Bytes start..end straight from the store, for when the cache cannot take the blob.
-        A whole-blob response is still verified: its last chunk is held back until the digest
-        matches, so a client never receives a complete, wrong blob."""
-        whole = start == 0 and end == size - 1
-        h = hashlib.new(digest.algorithm)
-        pos = start
-        held = b""
-        resumes = 0
-        while pos <= end:
-            try:
-                async with _closing(self.driver.stream(key, pos)) as chunks:
-                    async for chunk in chunks:
-                        chunk = chunk[: end + 1 - pos]
-                        if not chunk:
-                            break
-                        pos += len(chunk)
-                        if whole:
-                            h.update(chunk)
-                            if held:
-                                yield held
-                            held = chunk
-                        else:
-                            yield chunk
-                        if pos > end:
-                            break
-            except UpstreamUnavailable:
-                if resumes >= self.settings.retry.max_resumes:
-                    raise
-                resumes += 1
-                self.metrics.blob_resumes.inc()
-                await asyncio.sleep(self._retry.backoff(resumes - 1))
-                continue
-            if pos <= end:
-                raise UpstreamUnavailable(key, f"short read: {pos - start} of {end + 1 - start}")
-        if whole:
-            if h.hexdigest() != digest.hex:
-                raise IntegrityError(key, f"content does not match {digest}")
-            if held:
-                yield held
+    def _mark_verified(self, digest: Digest) -> None:
+        self._verified[digest] = True
 
     async def _intact(self, digest: Digest, path: str) -> bool:
         """Hash a cached blob the first time it is served in this run. A file that no longer
@@ -532,110 +387,3 @@ class Registry:
             self.metrics.cache_corrupt.inc()
             cache.remove(digest)
         return False
-
-    def _start_fetch(self, digest: Digest, key: str, size: int) -> BlobFetch:
-        assert self.cache is not None
-        self._downloads.admit()  # TooManyRequests (429) when running + queued are full
-        fetch = BlobFetch(
-            str(digest), size, self.cache.temp_path(digest), self.cache.path_for(digest)
-        )
-        # Created synchronously so readers can open the file as soon as they hold the fetch.
-        try:
-            fd = os.open(fetch.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except OSError:
-            self._downloads.release_admission()
-            raise
-        self.cache.reserve(size)
-        self._fetches[digest] = fetch
-        # Detached from any one request: a client that goes away does not stop the download,
-        # and the first client's deadline does not bound it (a fresh context drops it).
-        fetch.task = asyncio.get_running_loop().create_task(
-            self._download(fetch, digest, key, fd), context=contextvars.Context()
-        )
-        return fetch
-
-    async def _download(self, fetch: BlobFetch, digest: Digest, key: str, fd: int) -> None:
-        assert self.cache is not None
-        cache = self.cache
-        released = False
-        started = time.monotonic()
-        try:
-            try:
-                async with self._downloads:  # waits for one of the bounded slots
-                    started = time.monotonic()
-                    await self._transfer(fetch, digest, key, fd)
-                await asyncio.to_thread(os.fsync, fd)
-            finally:
-                os.close(fd)
-            await asyncio.to_thread(cache.publish, fetch.temp_path, digest)
-            cache.release(fetch.size)
-            released = True
-            cache.record(digest, fetch.size)
-            self._verified[digest] = True
-            fetch.finish()
-            log.info(
-                "blob cached",
-                extra={
-                    "digest": str(digest),
-                    "bytes": fetch.size,
-                    "seconds": round(time.monotonic() - started, 3),
-                    "readers": fetch.readers,
-                },
-            )
-        except BaseException as exc:
-            fetch.fail(exc)
-            cache.discard(fetch.temp_path)
-            if isinstance(exc, OSError):
-                # The cache disk failed (full, I/O error): stream without caching for a while.
-                self._disk_trouble_until = time.monotonic() + DISK_TROUBLE_COOLDOWN_S
-                self.metrics.cache_write_errors.inc()
-            if not released:
-                cache.release(fetch.size)
-            level = logging.ERROR if isinstance(exc, IntegrityError) else logging.WARNING
-            log.log(level, "blob download failed", extra={"digest": str(digest), "error": str(exc)})
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            self._fetches.pop(digest, None)
-            self._downloads.release_admission()
-
-    async def _transfer(self, fetch: BlobFetch, digest: Digest, key: str, fd: int) -> None:
-        """Stream the blob into ``fd``, resuming with Range where a connection broke, and
-        verify size and digest over the whole of it."""
-        h = hashlib.new(digest.algorithm)
-        resumes = 0
-        while True:
-            try:
-                # From where we got to: the hash carries on over the whole blob.
-                async with _closing(self.driver.stream(key, fetch.written)) as chunks:
-                    async for chunk in chunks:
-                        if fetch.written + len(chunk) > fetch.size:
-                            raise IntegrityError(key, "store sent more bytes than the blob's size")
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view) :]
-                        h.update(chunk)
-                        fetch.advance(len(chunk))
-            except UpstreamUnavailable as exc:
-                if fetch.written >= fetch.size:
-                    break
-                if resumes >= self.settings.retry.max_resumes:
-                    raise
-                resumes += 1
-                self.metrics.blob_resumes.inc()
-                log.warning(
-                    "blob download interrupted; resuming",
-                    extra={
-                        "digest": str(digest),
-                        "offset": fetch.written,
-                        "resume": resumes,
-                        "error": str(exc)[:200],
-                    },
-                )
-                await asyncio.sleep(self._retry.backoff(resumes - 1))
-                continue
-            break
-        if fetch.written != fetch.size:
-            raise UpstreamUnavailable(key, f"short read: {fetch.written} of {fetch.size} bytes")
-        if h.hexdigest() != digest.hex:
-            raise IntegrityError(key, f"content does not match {digest}")
