@@ -769,11 +769,16 @@ async def test_tiny_cache_disk_still_serves_every_pull(
 
             proxy.stall(30, after_bytes=1 * MiB, times=1, path_contains=layout.blob_data(mid_d))
             first = asyncio.create_task(_get_digest(session, f"{sc.url}/v2/app/blobs/{mid_d}"))
-            for _ in range(500):
-                if sc.temp_files():
+
+            def stalled_at_1mib() -> bool:  # the proxy holds the body after 1 MiB
+                files = sc.temp_files()
+                return bool(files) and files[0].stat().st_size >= 1 * MiB
+
+            for _ in range(1000):
+                if stalled_at_1mib():
                     break
                 await asyncio.sleep(0.01)
-            assert sc.temp_files(), "the download did not start"
+            assert stalled_at_1mib(), "the download did not reach the stall"
             (cache_dir / "filler").write_bytes(b"\0" * (4 * MiB))  # the disk fills up
             proxy.release_stalls()
             with pytest.raises(aiohttp.ClientPayloadError):
