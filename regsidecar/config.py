@@ -39,7 +39,16 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from regsidecar.errors import ConfigError
 
@@ -112,6 +121,46 @@ class RetrySettings(_Model):
     max_resumes: int = Field(10, ge=0)  # Range resumptions of one blob download
 
 
+class UpstreamSettings(_Model):
+    """A fallback registry (a central registry or a peer sidecar), reached over the OCI API."""
+
+    url: str
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"https?://[^/]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+
+def _parse_upstreams(value: Any) -> Any:
+    """``REGSIDECAR_UPSTREAMS=http://a:5000,https://user:pass@b`` -> a list of upstreams."""
+    if not isinstance(value, str):
+        return value
+    out = []
+    for item in filter(None, (v.strip() for v in value.split(","))):
+        m = re.match(r"(https?://)(?:([^:@/]+)(?::([^@/]*))?@)?(.+)", item)
+        if m is None:
+            out.append({"url": item})
+            continue
+        entry: dict[str, Any] = {"url": m.group(1) + m.group(4)}
+        if m.group(2):
+            entry["username"] = m.group(2)
+            entry["password"] = m.group(3) or ""
+        out.append(entry)
+    return out
+
+
+class BreakerSettings(_Model):
+    """Circuit breakers: stop asking a source that keeps failing; probe it after a cool-down."""
+
+    failures: int = Field(3, ge=1)
+    cooldown_s: float = Field(30.0, gt=0)
+
+
 class LimitSettings(_Model):
     """Bounds on upstream work, so a thundering herd gets 429s rather than a collapse."""
 
@@ -149,6 +198,8 @@ class Settings(_Model):
     clock: ClockSettings = ClockSettings()
     retry: RetrySettings = RetrySettings()
     limits: LimitSettings = LimitSettings()
+    upstreams: Annotated[list[UpstreamSettings], BeforeValidator(_parse_upstreams)] = []
+    breaker: BreakerSettings = BreakerSettings()
     log: LogSettings = LogSettings()
 
     @field_validator("listen")
@@ -168,6 +219,17 @@ class Settings(_Model):
                 raise ValueError(f"invalid S3 bucket name {bucket!r}")
         elif "://" in v:
             raise ValueError("expected s3://BUCKET[/PREFIX] or a directory path")
+        return v
+
+    @field_validator("upstreams")
+    @classmethod
+    def _fallbacks_need_a_cache(
+        cls, v: list[UpstreamSettings], info: ValidationInfo
+    ) -> list[UpstreamSettings]:
+        if v and not str(info.data.get("storage", "")).startswith("s3://"):
+            # A directory store is local: there is nothing to fall back from, and no cache to
+            # hold what a fallback would serve.
+            raise ValueError("fallback upstreams are used with an s3:// store only")
         return v
 
     @property
@@ -264,7 +326,8 @@ def load_settings(
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
-        shown = _show(err.get("input"))
+        # Upstream entries may carry passwords: never echo them.
+        shown = "..." if key.startswith("upstreams") else _show(err.get("input"))
         if shown not in msg:
             msg = f"{msg} (got {shown})"
         raise ConfigError(key, msg) from exc

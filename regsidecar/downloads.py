@@ -6,8 +6,8 @@ resumes with a Range request where a connection broke, verifies size and digest,
 publishes the file. Readers follow the growing file (:class:`BlobFetch`). When the cache disk
 cannot take a blob, :meth:`Downloads.pass_through` streams it straight from the store instead.
 
->>> downloads = Downloads(driver, cache, settings, metrics, on_verified=seen.add)  # doctest: +SKIP
->>> fetch = downloads.get(digest) or downloads.start(digest, key, size)  # doctest: +SKIP
+>>> downloads = Downloads(cache, settings, metrics, on_verified=seen.add)  # doctest: +SKIP
+>>> fetch = downloads.get(digest) or downloads.start(digest, key, size, open_at)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from regsidecar.errors import IntegrityError, UpstreamUnavailable
 from regsidecar.metrics import Metrics
 from regsidecar.oci.reference import Digest
 from regsidecar.retry import RetryPolicy
-from regsidecar.storage.base import Driver
 
 log = logging.getLogger(__name__)
+
+# Opens a blob's bytes from an offset (the primary store, or a fallback registry).
+Opener = Callable[[int], AsyncIterator[bytes]]
 
 # After a cache write fails, blobs stream without caching for this long before trying again.
 DISK_TROUBLE_COOLDOWN_S = 60.0
@@ -53,14 +55,12 @@ class Downloads:
 
     def __init__(
         self,
-        driver: Driver,
         cache: BlobCache,
         settings: Settings,
         metrics: Metrics,
         *,
         on_verified: Callable[[Digest], None],
     ) -> None:
-        self.driver = driver
         self.cache = cache
         self.settings = settings
         self.metrics = metrics
@@ -89,7 +89,7 @@ class Downloads:
         return self.cache.can_hold(size)
 
     async def pass_through(
-        self, digest: Digest, key: str, size: int, start: int, end: int
+        self, digest: Digest, key: str, size: int, source: Opener, start: int, end: int
     ) -> AsyncIterator[bytes]:
         """Bytes start..end straight from the store, for when the cache cannot take the blob.
         A whole-blob response is still verified: its last chunk is held back until the digest
@@ -101,7 +101,7 @@ class Downloads:
         resumes = 0
         while pos <= end:
             try:
-                async with _closing(self.driver.stream(key, pos)) as chunks:
+                async with _closing(source(pos)) as chunks:
                     async for chunk in chunks:
                         chunk = chunk[: end + 1 - pos]
                         if not chunk:
@@ -131,7 +131,7 @@ class Downloads:
             if held:
                 yield held
 
-    def start(self, digest: Digest, key: str, size: int) -> BlobFetch:
+    def start(self, digest: Digest, key: str, size: int, source: Opener) -> BlobFetch:
         """Begin the one download of ``digest``; readers join through :meth:`get`."""
         self._limiter.admit()  # TooManyRequests (429) when running + queued are full
         fetch = BlobFetch(
@@ -148,11 +148,13 @@ class Downloads:
         # Detached from any one request: a client that goes away does not stop the download,
         # and the first client's deadline does not bound it (a fresh context drops it).
         fetch.task = asyncio.get_running_loop().create_task(
-            self._download(fetch, digest, key, fd), context=contextvars.Context()
+            self._download(fetch, digest, key, fd, source), context=contextvars.Context()
         )
         return fetch
 
-    async def _download(self, fetch: BlobFetch, digest: Digest, key: str, fd: int) -> None:
+    async def _download(
+        self, fetch: BlobFetch, digest: Digest, key: str, fd: int, source: Opener
+    ) -> None:
         cache = self.cache
         released = False
         started = time.monotonic()
@@ -160,7 +162,7 @@ class Downloads:
             try:
                 async with self._limiter:  # waits for one of the bounded slots
                     started = time.monotonic()
-                    await self._transfer(fetch, digest, key, fd)
+                    await self._transfer(fetch, digest, key, fd, source)
                 await asyncio.to_thread(os.fsync, fd)
             finally:
                 os.close(fd)
@@ -196,7 +198,9 @@ class Downloads:
             self._fetches.pop(digest, None)
             self._limiter.release_admission()
 
-    async def _transfer(self, fetch: BlobFetch, digest: Digest, key: str, fd: int) -> None:
+    async def _transfer(
+        self, fetch: BlobFetch, digest: Digest, key: str, fd: int, source: Opener
+    ) -> None:
         """Stream the blob into ``fd``, resuming with Range where a connection broke, and
         verify size and digest over the whole of it."""
         h = hashlib.new(digest.algorithm)
@@ -204,7 +208,7 @@ class Downloads:
         while True:
             try:
                 # From where we got to: the hash carries on over the whole blob.
-                async with _closing(self.driver.stream(key, fetch.written)) as chunks:
+                async with _closing(source(fetch.written)) as chunks:
                     async for chunk in chunks:
                         if fetch.written + len(chunk) > fetch.size:
                             raise IntegrityError(key, "store sent more bytes than the blob's size")

@@ -9,10 +9,12 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -71,5 +73,25 @@ class Metrics:
         self.clock_offset.set_function(offset)
         self.clock_jumps.set_function(jumps)
 
+    def watch_breakers(self, states: Callable[[], dict[str, str]]) -> None:
+        """Expose each source's circuit state at scrape time (sources are configured, so the
+        label is bounded)."""
+        self.registry.register(_BreakerCollector(states))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _BreakerCollector(Collector):
+    def __init__(self, states: Callable[[], dict[str, str]]) -> None:
+        self._states = states
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "regsidecar_circuit_open",
+            "1 while a source's circuit breaker is open or half-open",
+            labels=["source"],
+        )
+        for source, state in self._states().items():
+            family.add_metric([source], 0.0 if state == "closed" else 1.0)
+        yield family

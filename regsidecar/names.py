@@ -24,6 +24,7 @@ from regsidecar.errors import ManifestUnknown, NameUnknown, NotFound, StorageErr
 from regsidecar.metrics import Metrics
 from regsidecar.oci.reference import Digest
 from regsidecar.storage.registry import RegistryReader
+from regsidecar.upstream import Sources
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,14 @@ class Names:
     def __init__(
         self,
         reader: RegistryReader,
+        sources: Sources,
         settings: Settings,
         metrics: Metrics,
         *,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reader = reader
+        self.sources = sources
         self.metrics = metrics
         c = settings.cache
         self._tags: TTLCache[tuple[str, str], Digest] = TTLCache(65536, c.tag_ttl_s, timer=now)
@@ -63,7 +66,11 @@ class Names:
 
         async def load() -> Digest:
             try:
-                d = await self.reader.resolve_tag(name, tag)
+                d = await self.sources.ask(
+                    f"{name}:{tag}",
+                    lambda: self.reader.resolve_tag(name, tag),
+                    lambda upstream: upstream.resolve(name, tag),
+                )
             except NotFound as exc:
                 raise ManifestUnknown(f"unknown tag {name}:{tag}") from exc
             except StorageError as exc:
@@ -87,9 +94,17 @@ class Names:
         async def load() -> bool:
             try:
                 if kind == "manifest":
-                    ok = await self.reader.has_manifest(name, digest)
+                    ok = await self.sources.ask(
+                        f"{name}@{digest}",
+                        lambda: self.reader.has_manifest(name, digest),
+                        lambda upstream: upstream.has_manifest(name, digest),
+                    )
                 else:
-                    ok = await self.reader.has_blob(name, digest)
+                    ok = await self.sources.ask(
+                        f"{name}@{digest}",
+                        lambda: self.reader.has_blob(name, digest),
+                        lambda upstream: upstream.has_blob(name, digest),
+                    )
             except StorageError as exc:
                 if not self._stale_links.get(key):
                     raise Unavailable.from_storage(exc) from exc

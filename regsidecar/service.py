@@ -36,7 +36,7 @@ from regsidecar.cache.singleflight import SingleFlight
 from regsidecar.cache.store import BlobCache
 from regsidecar.clock.skew import SkewEstimator
 from regsidecar.config import Settings
-from regsidecar.downloads import Downloads
+from regsidecar.downloads import Downloads, Opener
 from regsidecar.errors import (
     BlobUnknown,
     DigestInvalid,
@@ -45,6 +45,7 @@ from regsidecar.errors import (
     NotFound,
     StorageError,
     Unavailable,
+    UpstreamUnavailable,
 )
 from regsidecar.metrics import Metrics
 from regsidecar.names import Names
@@ -56,6 +57,7 @@ from regsidecar.storage.base import Driver
 from regsidecar.storage.filesystem import FilesystemDriver
 from regsidecar.storage.registry import RegistryReader
 from regsidecar.storage.s3 import S3Driver, S3Options
+from regsidecar.upstream import CircuitBreaker, Fallbacks, Sources, UpstreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,7 @@ class Registry:
         settings: Settings,
         *,
         metrics: Metrics | None = None,
+        fallbacks: Fallbacks | None = None,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.driver = driver
@@ -144,7 +147,12 @@ class Registry:
         if isinstance(driver, S3Driver):
             driver.on_retry = self.metrics.upstream_retries.inc
         c = settings.cache
-        self.names = Names(self.reader, settings, self.metrics, now=now)
+        self.fallbacks = fallbacks or Fallbacks([], None)
+        self.sources = Sources(
+            CircuitBreaker(settings.breaker.failures, settings.breaker.cooldown_s),
+            self.fallbacks,
+        )
+        self.names = Names(self.reader, self.sources, settings, self.metrics, now=now)
         # Cached blobs whose bytes were hashed since start (each is checked once per run).
         self._verified: LRUCache[Digest, bool] = LRUCache(1 << 20)
         self._verify_flights: SingleFlight[Digest, bool | None] = SingleFlight()
@@ -153,7 +161,7 @@ class Registry:
         )
         self._manifest_flights: SingleFlight[Digest, Manifest] = SingleFlight()
         self.downloads = (
-            Downloads(driver, cache, settings, self.metrics, on_verified=self._mark_verified)
+            Downloads(cache, settings, self.metrics, on_verified=self._mark_verified)
             if cache is not None
             else None
         )
@@ -194,7 +202,18 @@ class Registry:
             await asyncio.to_thread(cache.open)
         else:
             driver = FilesystemDriver(settings.filesystem_root)
-        return cls(driver, cache, settings, metrics=metrics)
+        fallbacks = Fallbacks.from_config(
+            [
+                UpstreamConfig(
+                    u.url, u.username, u.password.get_secret_value() if u.password else None
+                )
+                for u in settings.upstreams
+            ],
+            failures=settings.breaker.failures,
+            cooldown_s=settings.breaker.cooldown_s,
+            timeout_s=settings.s3.read_timeout_s,
+        )
+        return cls(driver, cache, settings, metrics=metrics, fallbacks=fallbacks)
 
     @property
     def clock(self) -> SkewEstimator | None:
@@ -215,6 +234,7 @@ class Registry:
     async def close(self) -> None:
         if self.downloads is not None:
             await self.downloads.close()
+        await self.fallbacks.close()
         await self.driver.close()
 
     async def tags(self, name: str) -> list[str]:
@@ -239,7 +259,7 @@ class Registry:
             digest = await self.names.resolve(name, ref.tag)
         if not await self.names.linked("manifest", name, digest):
             raise ManifestUnknown(f"unknown manifest {name}@{digest}")
-        manifest = await self._load_manifest(digest)
+        manifest = await self._load_manifest(name, digest)
         choice = mediatypes.negotiate(manifest.info, accepts, by_tag=ref.tag is not None)
         if choice.substitute is None:
             return manifest
@@ -249,17 +269,17 @@ class Registry:
             raise ManifestUnknown("manifest list entry has an invalid digest") from exc
         if not await self.names.linked("manifest", name, sub_digest):
             raise ManifestUnknown(f"unknown manifest {name}@{sub_digest}")
-        sub = await self._load_manifest(sub_digest)
+        sub = await self._load_manifest(name, sub_digest)
         mediatypes.check_substitute(sub.info, accepts)
         return sub
 
-    async def _load_manifest(self, digest: Digest) -> Manifest:
+    async def _load_manifest(self, name: str, digest: Digest) -> Manifest:
         m = self._manifests.get(digest)
         if m is not None:
             return m
-        return await self._manifest_flights.do(digest, lambda: self._fetch_manifest(digest))
+        return await self._manifest_flights.do(digest, lambda: self._fetch_manifest(name, digest))
 
-    async def _fetch_manifest(self, digest: Digest) -> Manifest:
+    async def _fetch_manifest(self, name: str, digest: Digest) -> Manifest:
         limit = mediatypes.MAX_MANIFEST_BYTES
         if self.cache is not None:
             cached = self.cache.read(digest, limit)
@@ -273,7 +293,11 @@ class Registry:
                 self.cache.remove(digest)
         key = self.reader.blob_key(digest)
         try:
-            payload = await self._consistent(lambda: self.driver.get(key, max_bytes=limit))
+            payload = await self.sources.ask(
+                str(digest),
+                lambda: self._consistent(lambda: self.driver.get(key, max_bytes=limit)),
+                lambda upstream: upstream.manifest(name, digest, limit),
+            )
         except NotFound as exc:
             raise ManifestUnknown(f"manifest {digest} is linked but its data is missing") from exc
         except StorageError as exc:
@@ -334,7 +358,11 @@ class Registry:
         fetch = downloads.get(digest)
         if fetch is None:
             try:
-                size = await self._consistent(lambda: self.driver.size(key))
+                size = await self.sources.ask(
+                    str(digest),
+                    lambda: self._consistent(lambda: self.driver.size(key)),
+                    lambda upstream: upstream.blob_size(name, digest),
+                )
             except NotFound as exc:
                 raise BlobUnknown(
                     "blob is linked but its data is missing", detail={"digest": str(digest)}
@@ -357,10 +385,48 @@ class Registry:
                         extra={"digest": str(digest), "bytes": size},
                     )
                     return StreamingBlob(
-                        digest, size, partial(downloads.pass_through, digest, key, size)
+                        digest,
+                        size,
+                        partial(
+                            downloads.pass_through,
+                            digest,
+                            key,
+                            size,
+                            self._opener(name, digest, key),
+                        ),
                     )
-                fetch = downloads.start(digest, key, size)
+                fetch = downloads.start(digest, key, size, self._opener(name, digest, key))
         return StreamingBlob(digest, fetch.size, fetch.open_reader)
+
+    def _opener(self, name: str, digest: Digest, key: str) -> Opener:
+        """Where a download (re)opens the blob: the primary store while its circuit is
+        closed, else the first fallback registry whose circuit is."""
+        sources = self.sources
+
+        async def open_at(offset: int) -> AsyncIterator[bytes]:
+            if sources.primary.allow() or not sources.fallbacks:
+                try:
+                    async for chunk in self.driver.stream(key, offset):
+                        yield chunk
+                except StorageError:
+                    sources.primary.failure()
+                    raise
+                sources.primary.success()
+                return
+            for upstream in sources.fallbacks.clients:
+                if not upstream.breaker.allow():
+                    continue
+                try:
+                    async for chunk in upstream.blob_stream(name, digest, offset):
+                        yield chunk
+                except StorageError:
+                    upstream.breaker.failure()
+                    raise
+                upstream.breaker.success()
+                return
+            raise UpstreamUnavailable(key, "every source's circuit is open")
+
+        return open_at
 
     def _mark_verified(self, digest: Digest) -> None:
         self._verified[digest] = True

@@ -791,3 +791,39 @@ async def test_tiny_cache_disk_still_serves_every_pull(
     assert any(
         e.get("msg") == "cache disk full or failing; streaming without caching" for e in logs
     )
+
+
+@pytest.mark.timeout(180)
+def test_primary_s3_down_pulls_through_a_fallback_registry(
+    moto: MotoServer, bucket: str, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """(4) The sidecar's S3 is unreachable; a central registry (distribution, serving the same
+    images) is configured as fallback: docker pull succeeds through it, verified and cached."""
+    require("dockerd", "docker-registry", "skopeo")
+    from tests.rig import skopeo
+    from tests.rig.registry import Distribution
+
+    layout_dir = tmp_path / "layout"
+    image = build_oci_layout(
+        layout_dir, "v1", [("linux", "amd64")], [1 * MiB, 300 * KiB], seed="fallback"
+    )
+    with Distribution(moto=moto, bucket=bucket) as central:
+        pushed = skopeo.push(layout_dir, "v1", central.host, "fb/app:v1", fmt="oci")
+        assert pushed == image.digest
+        env = {
+            "REGSIDECAR_UPSTREAMS": central.url,
+            "REGSIDECAR_BREAKER_FAILURES": "2",
+            "REGSIDECAR_RETRY_DEADLINE_S": "5",
+        }
+        proxy.down()  # the sidecar's S3 is gone; the central registry reaches moto directly
+        with _sidecar(proxy, bucket, tmp_path / "data", env) as sc, Dockerd() as dockerd:
+            t0 = time.monotonic()
+            assert dockerd.pull(f"localhost:{sc.port}/fb/app:v1") == image.digest
+            elapsed = time.monotonic() - t0
+            logs = sc.logs()
+            assert any(e.get("msg") == "served from a fallback upstream" for e in logs)
+            assert not [e for e in logs if e.get("msg") == "request" and e["status"] >= 500]
+            assert_cache_verified(sc)
+            assert len(sc.cache_files()) >= 4  # manifest, config, two layers
+        proxy.up()
+    print(f"pull through the fallback: {elapsed:.2f}s")

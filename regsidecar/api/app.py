@@ -33,6 +33,7 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     registry = await Registry.open(settings, app[METRICS])
     app[REGISTRY] = registry
+    app[METRICS].watch_breakers(registry.sources.state)
     clock = registry.clock
     if clock is not None:
         app[METRICS].watch_clock(lambda: clock.offset, lambda: clock.jumps)

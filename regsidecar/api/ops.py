@@ -13,6 +13,7 @@ from regsidecar.metrics import CONTENT_TYPE
 async def healthz(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     detail: dict[str, Any] = {"status": "ok", "store": registry.driver.description}
+    detail["sources"] = registry.sources.state()
     clock = registry.clock_status()
     if clock is not None:
         detail["clock"] = clock
