@@ -827,3 +827,58 @@ def test_primary_s3_down_pulls_through_a_fallback_registry(
             assert len(sc.cache_files()) >= 4  # manifest, config, two layers
         proxy.up()
     print(f"pull through the fallback: {elapsed:.2f}s")
+
+
+@pytest.fixture
+def htpasswd_file(tmp_path: Path) -> Path:
+    """An htpasswd file (bcrypt) for user puller, password s3cret."""
+    require("htpasswd")
+    path = tmp_path / "htpasswd"
+    cmd = ["htpasswd", "-Bbn", "puller", "s3cret"]
+    path.write_text(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    return path
+
+
+@pytest.mark.timeout(120)
+async def test_fallback_registry_with_basic_auth(
+    moto: MotoServer,
+    bucket: str,
+    writer: BucketWriter,
+    proxy: FaultProxy,
+    tmp_path: Path,
+    htpasswd_file: Path,
+) -> None:
+    """A fallback that requires a login (distribution with htpasswd auth) is used with the
+    credentials given in its URL; with a wrong password it is refused and the client gets 503."""
+    require("docker-registry")
+    from tests.rig.registry import Distribution
+
+    manifest, layers = writer.image("fb2/app", "v1", [os.urandom(200 * KiB)])
+    auth = {"auth": {"htpasswd": {"realm": "central", "path": str(htpasswd_file)}}}
+    proxy.down()
+    with Distribution(moto=moto, bucket=bucket, extra_config=auth) as central:
+        host = central.url.removeprefix("http://")
+        for password, expect in (("s3cret", 200), ("wrong", 503)):
+            env = {
+                "REGSIDECAR_UPSTREAMS": f"http://puller:{password}@{host}",
+                "REGSIDECAR_RETRY_DEADLINE_S": "5",
+            }
+            with _sidecar(proxy, bucket, tmp_path / f"data-{password}", env) as sc:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(
+                        f"{sc.url}/v2/fb2/app/manifests/v1",
+                        headers={"Accept": mediatypes.OCI_MANIFEST},
+                    ) as r,
+                ):
+                    body = await r.read()
+                    assert r.status == expect, body[:300]
+                    if expect == 200:
+                        assert r.headers["Docker-Content-Digest"] == manifest
+                        status, got, *_ = await _get_digest(
+                            session, f"{sc.url}/v2/fb2/app/blobs/{layers[0]}"
+                        )
+                        assert (status, got) == (200, layers[0])
+                    else:
+                        assert json.loads(body)["errors"][0]["code"] == "UNAVAILABLE"
+    proxy.up()

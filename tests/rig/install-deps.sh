@@ -18,7 +18,7 @@ set -euo pipefail
 NODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/node"
 
 APT_PKGS=(docker.io skopeo podman docker-registry nginx hey faketime uidmap util-linux mount
-          ca-certificates qemu-user)
+          ca-certificates qemu-user apache2-utils)
 PY="${PYTHON:-python3}"
 LOG="$(mktemp -t rig-install-deps.XXXXXX.log)"
 POLICY_RC=/usr/sbin/policy-rc.d
@@ -77,6 +77,6 @@ if [ ! -x "$NODE_DIR/node_modules/.bin/s3rver" ]; then
 fi
 
 for b in dockerd docker containerd skopeo podman docker-registry nginx hey faketime unshare \
-         moto_server qemu-aarch64 node npm; do
+         moto_server qemu-aarch64 node npm htpasswd; do
     command -v "$b" >/dev/null 2>&1 || fail "still missing after install: $b"
 done

@@ -124,8 +124,10 @@ class Distribution:
         env = child_env(unset=["AWS_CA_BUNDLE"])
         self._proc = LoggedProcess(argv, self.log_path, env=env, cwd=self.workdir)
         try:
+            # With auth configured, /v2/ answers 401 once it is up.
+            ready = {200, 401} if "auth" in self.config else {200}
             wait_http(
-                self.url + "/v2/", deadline_s, ok={200}, proc=self._proc.proc, log=self.log_path
+                self.url + "/v2/", deadline_s, ok=ready, proc=self._proc.proc, log=self.log_path
             )
         except BaseException:
             self.stop()
