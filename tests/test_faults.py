@@ -882,3 +882,39 @@ async def test_fallback_registry_with_basic_auth(
                     else:
                         assert json.loads(body)["errors"][0]["code"] == "UNAVAILABLE"
     proxy.up()
+
+
+@pytest.mark.timeout(120)
+async def test_fallback_registry_with_bearer_token_auth(
+    moto: MotoServer, bucket: str, writer: BucketWriter, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """A fallback behind distribution's token auth: the sidecar follows the Bearer challenge
+    to the token server with its basic credentials and pulls with the token it gets."""
+    require("docker-registry")
+    from tests.rig.registry import Distribution
+    from tests.rig.tokenserver import TokenServer
+
+    manifest, layers = writer.image("fb3/app", "v1", [os.urandom(150 * KiB)])
+    proxy.down()
+    with (
+        TokenServer(tmp_path, {"puller": "s3cret"}) as tokens,
+        Distribution(moto=moto, bucket=bucket, extra_config=tokens.distribution_auth()) as central,
+    ):
+        host = central.url.removeprefix("http://")
+        env = {
+            "REGSIDECAR_UPSTREAMS": f"http://puller:s3cret@{host}",
+            "REGSIDECAR_RETRY_DEADLINE_S": "5",
+        }
+        with _sidecar(proxy, bucket, tmp_path / "data", env) as sc:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(
+                    f"{sc.url}/v2/fb3/app/manifests/v1", headers={"Accept": mediatypes.OCI_MANIFEST}
+                ) as r:
+                    assert r.status == 200, (await r.read())[:300]
+                    assert r.headers["Docker-Content-Digest"] == manifest
+                status, got, *_ = await _get_digest(
+                    session, f"{sc.url}/v2/fb3/app/blobs/{layers[0]}"
+                )
+                assert (status, got) == (200, layers[0])
+        assert tokens.issued >= 1, "the bearer flow was not used"
+    proxy.up()
