@@ -83,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
         "embedded filesystem store and serve it: docker pull localhost:5000/regsidecar/hello",
     )
     _add_serve_flags(demo)
+    cache = sub.add_parser(
+        "cache",
+        help="inspect or repair the local blob cache",
+        description="Work on the cache under DATA_DIR/cache.",
+    )
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    verify = cache_sub.add_parser(
+        "verify",
+        help="re-hash every cached blob; remove those that do not match their digest",
+        description="Re-hash every cached blob and remove those that do not match their "
+        "digest (they are fetched again on the next pull). Prints a JSON summary; exit status "
+        "1 if anything was removed.",
+    )
+    _add_serve_flags(verify)
     return parser
 
 
@@ -90,6 +104,22 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {key: getattr(args, key, None) for _, key, _ in _SERVE_FLAGS}
     overrides["s3.path_style"] = getattr(args, "s3.path_style", None)
     return load_settings(args.config, overrides=overrides)
+
+
+def _cache_verify(settings: Settings) -> int:
+    import json
+
+    from regsidecar.cache.store import BlobCache
+
+    cache = BlobCache(
+        settings.cache_dir,
+        max_bytes=settings.cache.max_bytes,
+        min_free_bytes=settings.cache.min_free_bytes,
+    )
+    cache.open()
+    checked, removed = cache.verify_all()
+    print(json.dumps({"checked": checked, "removed": removed}))
+    return 1 if removed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"regsidecar: invalid config: {exc}", file=sys.stderr)
         return 2
     logs.setup(settings.log.level)
+    if args.command == "cache":
+        return _cache_verify(settings)
     if args.command == "demo":
         if settings.storage_kind != "filesystem":
             print(

@@ -215,6 +215,30 @@ class BlobCache:
             os.unlink(self.path_for(digest))
         self.index.remove(str(digest))
 
+    def verify_all(self) -> tuple[int, list[str]]:
+        """Re-hash every cached file; remove those that do not match their name. Returns the
+        number checked and the digests removed. Run it on a stopped sidecar's cache (or accept
+        that a file evicted meanwhile is simply skipped)."""
+        checked, removed = 0, []
+        for key in list(self.index.keys()):
+            path = self.path_for(key)
+            alg, _, hex_ = key.partition(":")
+            h = hashlib.new(alg)
+            try:
+                with open(path, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+            except FileNotFoundError:
+                self.index.remove(key)
+                continue
+            checked += 1
+            if h.hexdigest() != hex_:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                self.index.remove(key)
+                removed.append(key)
+        return checked, removed
+
     def stats(self) -> CacheStats:
         return CacheStats(
             len(self.index), self.index.total, self.max_bytes, self._free_bytes(self.root)
