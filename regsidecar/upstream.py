@@ -13,7 +13,6 @@ True
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import re
@@ -143,10 +142,11 @@ class RegistryClient:
         scope = path.split("/manifests/")[0].split("/blobs/")[0].removeprefix("/v2/")
         hdrs = dict(headers or {})
         token = self._tokens.get(scope)
+        basic = self._basic()
         if token:
             hdrs["Authorization"] = f"Bearer {token}"
-        elif self._basic():
-            hdrs["Authorization"] = self._basic()  # type: ignore[assignment]
+        elif basic:
+            hdrs["Authorization"] = basic
         for attempt in (1, 2):
             try:
                 resp = await self._session.request(method, url, headers=hdrs)
@@ -154,6 +154,7 @@ class RegistryClient:
                 raise UpstreamUnavailable(
                     what, f"{self.name}: {type(exc).__name__}: {exc}"
                 ) from exc
+            # A 401 with a cached token means it expired: the challenge gets a fresh one.
             if resp.status == 401 and attempt == 1:
                 challenge = resp.headers.get("WWW-Authenticate", "")
                 resp.release()
@@ -296,7 +297,6 @@ class Fallbacks:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
-            await asyncio.sleep(0)
 
 
 class Sources:
