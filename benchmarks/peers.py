@@ -10,14 +10,12 @@ write (config, pid, logs, temp dirs) under a private work directory; both stop b
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
-from tests.rig.ports import LOOPBACK, free_port, wait_http
-from tests.rig.proc import LoggedProcess, child_env, which
+from tests.rig.ports import LOOPBACK, free_port
+from tests.rig.proc import ServerProcess, child_env, which
 
 _NGINX_CONF = """\
 {user}worker_processes 1;
@@ -44,7 +42,7 @@ http {{
 """
 
 
-class _Child:
+class _Child(ServerProcess):
     """A foreground server process with a private work dir, stopped by PID."""
 
     name = "server"
@@ -52,13 +50,8 @@ class _Child:
     def __init__(self, workdir: Path | None) -> None:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
-        self._own_dir = workdir is None
-        self.workdir = (
-            Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-")) if workdir is None else workdir
-        )
+        super().__init__(workdir, prefix=f"bench-{self.name}-", log_name=f"{self.name}.log")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.workdir / f"{self.name}.log"
-        self._proc: LoggedProcess | None = None
 
     def _argv(self) -> list[str]:
         raise NotImplementedError
@@ -66,33 +59,9 @@ class _Child:
     def _ready_url(self) -> str:
         return self.url + "/"
 
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    def start(self, deadline_s: float = 20.0) -> _Child:
-        self._proc = LoggedProcess(self._argv(), self.log_path, env=child_env(), cwd=self.workdir)
-        try:
-            wait_http(
-                self._ready_url(), deadline_s, ok={200}, proc=self._proc.proc, log=self.log_path
-            )
-        except BaseException:
-            self.stop()
-            raise
+    def start(self, deadline_s: float = 20.0) -> Self:
+        self._start(self._argv(), self._ready_url(), env=child_env(), deadline_s=deadline_s)
         return self
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 class Nginx(_Child):
@@ -133,10 +102,6 @@ class Nginx(_Child):
     def _ready_url(self) -> str:
         return self.url + self.ready_path
 
-    def __enter__(self) -> Nginx:
-        self.start()
-        return self
-
 
 _BARE_APP = """\
 import sys
@@ -159,7 +124,3 @@ class BareAiohttp(_Child):
 
     def _argv(self) -> list[str]:
         return [sys.executable, "-c", _BARE_APP, LOOPBACK, str(self.port)]
-
-    def __enter__(self) -> BareAiohttp:
-        self.start()
-        return self

@@ -8,14 +8,13 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.rig.ports import free_port, wait_http
-from tests.rig.proc import LoggedProcess, MissingBinary, child_env
+from tests.rig.ports import free_port
+from tests.rig.proc import MissingBinary, ServerProcess, child_env
 
 #: Debian's libfaketime (package ``libfaketime``, pulled in by ``faketime``), any arch.
 LIBFAKETIME_GLOB = "/usr/lib/*-linux-gnu/faketime/libfaketime.so.1"
@@ -121,8 +120,11 @@ class FakeTime:
                 os.unlink(f"/dev/shm/{name}")
 
 
-class Sidecar:
+class Sidecar(ServerProcess):
     """``python -m regsidecar serve ...`` with a private data dir and log file.
+
+    ``stop()`` keeps the data dir (a restart finds it again); ``close()`` (and leaving
+    the ``with`` block) also removes it if it is our own.
 
     >>> with Sidecar(["--storage", str(tree)]) as sc:  # doctest: +SKIP
     ...     urllib.request.urlopen(sc.url + "/v2/")
@@ -143,12 +145,9 @@ class Sidecar:
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
-        self._own_dir = data_dir is None
-        self.data_dir = (
-            Path(tempfile.mkdtemp(prefix="regsidecar-test-")) if data_dir is None else data_dir
-        )
+        super().__init__(data_dir, prefix="regsidecar-test-", log_name=f"sidecar-{self.port}.log")
+        self.data_dir = self.workdir
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.data_dir / f"sidecar-{self.port}.log"
         self.faketime: FakeTime | None = (
             FakeTime(faketime, self.data_dir / f"faketime-{self.port}.rc")
             if faketime is not None
@@ -178,7 +177,6 @@ class Sidecar:
             base.update(self.faketime.env())
             unset += FakeTime.UNSET
         self.env = child_env({**base, **(env or {})}, unset=unset)
-        self._proc: LoggedProcess | None = None
 
     def set_faketime(self, offset: str) -> None:
         """Jump the running sidecar's wall clock to (real time + ``offset``)."""
@@ -187,51 +185,25 @@ class Sidecar:
         self.faketime.set(offset)
 
     def start(self, deadline_s: float = 30.0) -> Sidecar:
-        self._proc = LoggedProcess(self.argv, self.log_path, env=self.env, cwd=self.data_dir)
-        try:
-            wait_http(
-                self.url + "/v2/", deadline_s, ok={200}, proc=self._proc.proc, log=self.log_path
-            )
-        except BaseException:
-            self.stop()
-            raise
+        self._start(self.argv, self.url + "/v2/", env=self.env, deadline_s=deadline_s)
         return self
 
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
     def stop(self) -> None:
-        if self._proc is not None:
-            pid = self._proc.pid
-            self._proc.stop()
-            self._proc = None
-            self._exited(pid)
+        """Stop the process by PID; the data dir stays."""
+        pid = self._stop_proc()
+        if pid is not None and self.faketime is not None:
+            FakeTime.cleanup_shm(pid)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         if self._proc is not None:
-            pid = self._proc.pid
             self._proc.proc.kill()
             self._proc.proc.wait(10)
-            self._proc.stop()
-            self._proc = None
-            self._exited(pid)
-
-    def _exited(self, pid: int) -> None:
-        if self.faketime is not None:
-            FakeTime.cleanup_shm(pid)
+            self.stop()
 
     def close(self) -> None:
         self.stop()
-        if self._own_dir:
-            import shutil
-
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> Sidecar:
-        return self.start()
+        self._remove_own_dir()
 
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None

@@ -330,11 +330,21 @@ def test_faultproxy_reset_after_sends_exactly_n_bytes(
         assert exc.value.partial == data[: 1 * MiB + 3]
         conn.close()
     assert _get(proxy, f"/{bucket}/big")[1] == data
+    # The client can have every byte before the proxy thread records the request as finished.
+    proxy.wait_for(
+        lambda reqs: (
+            sum(1 for r in reqs if r.method == "GET" and "big" in r.path and r.finished is not None)
+            == 3
+        )
+    )
     gets = proxy.select("GET", "big")
     # A body that ends before the cut is not "reset": the rule stays available.
     moto.client().put_object(Bucket=bucket, Key="small", Body=b"tiny", ACL=PUBLIC)
     short = proxy.reset_after(1 * MiB, times=1, path_contains="small")
     assert _get(proxy, f"/{bucket}/small")[:2] == (200, b"tiny")
+    proxy.wait_for(  # the hand-back happens as the proxy finishes the request
+        lambda reqs: any("small" in r.path and r.finished is not None for r in reqs)
+    )
     assert (short.times, short.applied) == (1, 0)
     assert proxy.select("GET", "small")[0].fault is None
     proxy.remove(short)

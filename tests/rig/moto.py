@@ -5,16 +5,11 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import shutil
-import sys
-import tempfile
 import threading
-import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from .ports import (
@@ -22,11 +17,10 @@ from .ports import (
     assert_loopback,
     free_port,
     http_status,
-    tail_file,
-    wait_http,
     wait_until,
 )
-from .proc import LoggedProcess, child_env, which
+from .proc import ServerProcess, child_env, which
+from .s3log import RequestCounter, S3Path
 
 #: Dummy credentials moto accepts (it checks no signature unless auth is enabled).
 ACCESS_KEY = "rigtestaccesskey"
@@ -48,34 +42,15 @@ _SYNC_PATH = "/moto-api/"
 
 
 @dataclass(frozen=True)
-class S3Request:
+class S3Request(S3Path):
     """One request as moto logged it: method, path (incl. query) and status."""
 
     method: str
     path: str
     status: int
 
-    @property
-    def path_only(self) -> str:
-        """The path without the query string."""
-        return self.path.split("?", 1)[0]
 
-    @property
-    def query(self) -> str:
-        return self.path.split("?", 1)[1] if "?" in self.path else ""
-
-    @property
-    def bucket(self) -> str:
-        return self.path_only.lstrip("/").split("/", 1)[0]
-
-    @property
-    def key(self) -> str:
-        """Object key (path style: /BUCKET/KEY); '' for bucket-level requests."""
-        parts = self.path_only.lstrip("/").split("/", 1)
-        return parts[1] if len(parts) == 2 else ""
-
-
-class MotoServer:
+class MotoServer(ServerProcess, RequestCounter):
     """``moto_server -H 127.0.0.1 -p PORT`` in a subprocess (context manager).
 
     ``requests()`` parses moto's request log; requests to ``/moto-api`` (the
@@ -89,16 +64,14 @@ class MotoServer:
     checks the request *time*: a skewed but correctly signed request succeeds.
     """
 
+    log_label = "moto"
+
     def __init__(
         self, port: int | None = None, *, workdir: Path | None = None, auth: bool = False
     ) -> None:
         self.port = port or free_port()
         self.host = LOOPBACK
-        self._own_dir = workdir is None
-        self.workdir = Path(tempfile.mkdtemp(prefix="rig-moto-")) if workdir is None else workdir
-        self.log_path = self.workdir / "moto.log"
-        self._proc: LoggedProcess | None = None
-        self.startup_s: float | None = None
+        super().__init__(workdir, prefix="rig-moto-", log_name="moto.log")
         self._lock = threading.Lock()
         self._log_offset = 0
         self._seen: list[S3Request] = []
@@ -114,25 +87,16 @@ class MotoServer:
 
     # -- lifecycle ---------------------------------------------------------
     def start(self, deadline_s: float = 30.0) -> MotoServer:
-        t0 = time.monotonic()
         argv = [which("moto_server"), "-H", self.host, "-p", str(self.port)]
         # PYTHONUNBUFFERED: every log line reaches the file as soon as it is written.
         env = child_env({"PYTHONUNBUFFERED": "1"}, unset=["AWS_CA_BUNDLE"])
-        self._proc = LoggedProcess(argv, self.log_path, env=env, cwd=self.workdir)
-        try:
-            wait_http(
-                self.endpoint_url + _SYNC_PATH,
-                deadline_s,
-                ok={200},
-                proc=self._proc.proc,
-                log=self.log_path,
-            )
-            if self.auth:
-                self._enable_auth()
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_s = time.monotonic() - t0
+        self._start(
+            argv,
+            self.endpoint_url + _SYNC_PATH,
+            env=env,
+            deadline_s=deadline_s,
+            then=self._enable_auth if self.auth else None,
+        )
         return self
 
     def _enable_auth(self) -> None:
@@ -160,26 +124,6 @@ class MotoServer:
         self.sync()
         with self._lock:
             self._seen.clear()
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> MotoServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if et is not None:
-            sys.stderr.write(f"--- moto log tail ---\n{self.log_tail()}\n")
-        self.stop()
 
     # -- S3 helpers --------------------------------------------------------
     def client(self) -> Any:
@@ -273,42 +217,6 @@ class MotoServer:
             with self._lock:
                 self._consume_log()
         return self._seen[since:]
-
-    def mark(self) -> int:
-        """Number of S3 requests so far; pass it as ``since=`` to count only later ones."""
-        return len(self.requests())
-
-    def count(
-        self,
-        method: str | None = None,
-        path_substring: str = "",
-        *,
-        key: str | None = None,
-        status: int | None = None,
-        since: int = 0,
-    ) -> int:
-        """How many logged S3 requests match all of: method (None: any), a substring
-        of the path *including* the query string, the exact object ``key``
-        (object requests only, not e.g. a ``?prefix=KEY`` listing), ``status``.
-        """
-        return sum(
-            1
-            for r in self.requests(since=since)
-            if (method is None or r.method == method.upper())
-            and path_substring in r.path
-            and (key is None or r.key == key)
-            and (status is None or r.status == status)
-        )
-
-    @property
-    def pid(self) -> int:
-        """PID of the running server process."""
-        if self._proc is None:
-            raise RuntimeError("not running")
-        return self._proc.pid
-
-    def log_tail(self) -> str:
-        return tail_file(self.log_path)
 
 
 def _post(url: str, body: bytes, timeout_s: float = 5.0) -> tuple[int, bytes]:

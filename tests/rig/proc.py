@@ -1,4 +1,5 @@
-"""Subprocess plumbing shared by the rig: start/stop by PID, run-and-check, binaries."""
+"""Subprocess plumbing shared by the rig: start/stop by PID, run-and-check, binaries,
+ServerProcess (the lifecycle every server subprocess of the rig shares)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Self
+
+from .ports import tail_file, wait_http
 
 #: How long a process gets between SIGTERM and SIGKILL.
 STOP_TIMEOUT_S = 10.0
@@ -192,6 +198,95 @@ class LoggedProcess:
             stop_process(self.proc, timeout_s)
         finally:
             self._log.close()
+
+
+class ServerProcess:
+    """One long-running server child with a work dir and a log file (context manager).
+
+    The work dir is ``workdir`` if given, else a fresh temp dir (``prefix``) that
+    ``stop()`` removes. Subclasses define ``start()`` and call ``_start()`` from it.
+    """
+
+    #: Name in the "--- NAME log tail ---" printed when a ``with`` block fails (None: none).
+    log_label: str | None = None
+
+    def __init__(self, workdir: Path | None, *, prefix: str, log_name: str) -> None:
+        self._own_dir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix=prefix)) if workdir is None else workdir
+        self.log_path = self.workdir / log_name
+        self._proc: LoggedProcess | None = None
+        self.startup_s: float | None = None
+
+    def start(self, deadline_s: float = 30.0) -> Self:
+        raise NotImplementedError
+
+    def _start(
+        self,
+        argv: Sequence[str],
+        ready: str | Callable[[subprocess.Popen[bytes]], object],
+        *,
+        ok: Collection[int] = (200,),
+        env: Mapping[str, str] | None = None,
+        deadline_s: float = 30.0,
+        then: Callable[[], object] | None = None,
+    ) -> None:
+        """Spawn ``argv`` (cwd = work dir, output to the log), wait until ``ready`` (a URL
+        that must answer with a status in ``ok``, or a callable given the Popen), run
+        ``then``; on any failure stop (and clean up) before re-raising."""
+        t0 = time.monotonic()
+        self._proc = LoggedProcess(argv, self.log_path, env=env, cwd=self.workdir)
+        try:
+            if isinstance(ready, str):
+                wait_http(ready, deadline_s, ok=set(ok), proc=self._proc.proc, log=self.log_path)
+            else:
+                ready(self._proc.proc)
+            if then is not None:
+                then()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - t0
+
+    def _stop_proc(self) -> int | None:
+        """Stop the child by PID (if running); return the PID it had."""
+        if self._proc is None:
+            return None
+        pid = self._proc.pid
+        self._proc.stop()
+        self._proc = None
+        return pid
+
+    def _remove_own_dir(self) -> None:
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def stop(self) -> None:
+        """Stop the child, then remove the work dir if it is our own."""
+        self._stop_proc()
+        self._remove_own_dir()
+
+    @property
+    def pid(self) -> int:
+        """PID of the running server process."""
+        if self._proc is None:
+            raise RuntimeError("not running")
+        return self._proc.pid
+
+    def log_tail(self) -> str:
+        return tail_file(self.log_path)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if et is not None and self.log_label is not None:
+            sys.stderr.write(f"--- {self.log_label} log tail ---\n{self.log_tail()}\n")
+        self.stop()
 
 
 def _unescape_mountinfo(s: str) -> str:

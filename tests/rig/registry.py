@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
-import sys
-import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .ports import LOOPBACK, free_port, tail_file, wait_http
-from .proc import LoggedProcess, child_env, which
+from .ports import LOOPBACK, free_port
+from .proc import ServerProcess, child_env, which
 
 if TYPE_CHECKING:
     from .moto import MotoServer
 
 
-class Distribution:
+class Distribution(ServerProcess):
     """``docker-registry serve CONFIG`` on 127.0.0.1:PORT (context manager).
 
     Exactly one storage backend:
@@ -30,6 +25,8 @@ class Distribution:
     The child env has AWS_CA_BUNDLE removed (aws-sdk-go panics on it).
     ``extra_config`` is deep-merged into the generated YAML/JSON config.
     """
+
+    log_label = "registry"
 
     def __init__(
         self,
@@ -56,17 +53,11 @@ class Distribution:
         self.s3_endpoint = s3_endpoint
         self.bucket = bucket
         self.s3_rootdirectory = s3_rootdirectory
-        self._own_dir = workdir is None
-        self.workdir = (
-            Path(tempfile.mkdtemp(prefix="rig-registry-")) if workdir is None else workdir
-        )
+        super().__init__(workdir, prefix="rig-registry-", log_name="registry.log")
         self.config_path = self.workdir / "config.yml"
-        self.log_path = self.workdir / "registry.log"
         self.config: dict[str, Any] = self._config(delete_enabled, log_level)
         if extra_config:
             _deep_merge(self.config, extra_config)
-        self._proc: LoggedProcess | None = None
-        self.startup_s: float | None = None
 
     @property
     def host(self) -> str:
@@ -115,55 +106,16 @@ class Distribution:
         }
 
     def start(self, deadline_s: float = 30.0) -> Distribution:
-        t0 = time.monotonic()
         if self.root_dir is not None:
             self.root_dir.mkdir(parents=True, exist_ok=True)
         # JSON is valid YAML, so no YAML library is needed.
         self.config_path.write_text(json.dumps(self.config, indent=2))
         argv = [which("docker-registry"), "serve", str(self.config_path)]
         env = child_env(unset=["AWS_CA_BUNDLE"])
-        self._proc = LoggedProcess(argv, self.log_path, env=env, cwd=self.workdir)
-        try:
-            # With auth configured, /v2/ answers 401 once it is up.
-            ready = {200, 401} if "auth" in self.config else {200}
-            wait_http(
-                self.url + "/v2/", deadline_s, ok=ready, proc=self._proc.proc, log=self.log_path
-            )
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_s = time.monotonic() - t0
+        # With auth configured, /v2/ answers 401 once it is up.
+        ok = {200, 401} if "auth" in self.config else {200}
+        self._start(argv, self.url + "/v2/", ok=ok, env=env, deadline_s=deadline_s)
         return self
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    @property
-    def pid(self) -> int:
-        """PID of the running server process."""
-        if self._proc is None:
-            raise RuntimeError("not running")
-        return self._proc.pid
-
-    def log_tail(self) -> str:
-        return tail_file(self.log_path)
-
-    def __enter__(self) -> Distribution:
-        return self.start()
-
-    def __exit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if et is not None:
-            sys.stderr.write(f"--- registry log tail ---\n{self.log_tail()}\n")
-        self.stop()
 
 
 def _deep_merge(dst: dict[str, Any], src: dict[str, Any]) -> None:

@@ -22,19 +22,17 @@ import datetime
 import http.client
 import json
 import shutil
-import sys
-import tempfile
-import time
+import subprocess
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from unittest import mock
 
-from .ports import LOOPBACK, assert_loopback, free_port, tail_file, wait_tcp
-from .proc import LoggedProcess, MissingBinary, child_env, which
+from .ports import LOOPBACK, assert_loopback, free_port, wait_tcp
+from .proc import MissingBinary, ServerProcess, child_env, which
+from .s3log import RequestCounter, S3Path
 
 #: The only credentials s3rver knows.
 ACCESS_KEY = "S3RVER"
@@ -59,7 +57,7 @@ def s3rver_missing() -> str | None:
 
 
 @dataclass(frozen=True)
-class S3rverRequest:
+class S3rverRequest(S3Path):
     """One request s3rver answered, as ``reqlog.js`` logged it.
 
     ``path`` is the raw request target (percent-encoded, with the query);
@@ -76,26 +74,15 @@ class S3rverRequest:
     def path_only(self) -> str:
         return urllib.parse.unquote(self.path.split("?", 1)[0])
 
-    @property
-    def query(self) -> str:
-        return self.path.split("?", 1)[1] if "?" in self.path else ""
 
-    @property
-    def bucket(self) -> str:
-        return self.path_only.lstrip("/").split("/", 1)[0]
-
-    @property
-    def key(self) -> str:
-        parts = self.path_only.lstrip("/").split("/", 1)
-        return parts[1] if len(parts) == 2 else ""
-
-
-class S3rver:
+class S3rver(ServerProcess, RequestCounter):
     """``node .../.bin/s3rver --address 127.0.0.1 --port PORT --directory TMP --silent``.
 
     Context manager. ``buckets`` are created at start (``--configure-bucket``).
     Data lives in a private temp dir (on disk), removed on stop.
     """
+
+    log_label = "s3rver"
 
     def __init__(
         self,
@@ -108,15 +95,11 @@ class S3rver:
         self.port = port or free_port()
         self.host = LOOPBACK
         self.buckets = list(buckets)
-        self._own_dir = workdir is None
-        self.workdir = Path(tempfile.mkdtemp(prefix="rig-s3rver-")) if workdir is None else workdir
+        super().__init__(workdir, prefix="rig-s3rver-", log_name="s3rver.log")
         self.data_dir = self.workdir / "data"
-        self.log_path = self.workdir / "s3rver.log"
         self.reqlog_path = self.workdir / "requests.jsonl"
         self._extra_env = dict(env or {})
-        self._proc: LoggedProcess | None = None
         self._client: Any = None
-        self.startup_s: float | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -146,49 +129,16 @@ class S3rver:
         return argv
 
     def start(self, deadline_s: float = 30.0) -> S3rver:
-        t0 = time.monotonic()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = child_env({"RIG_S3RVER_REQLOG": str(self.reqlog_path), **self._extra_env})
-        self._proc = LoggedProcess(self.argv(), self.log_path, env=env, cwd=self.workdir)
-        try:
-            # s3rver listens only after --configure-bucket is done; a bare TCP
-            # connect sends no request, so the request log stays clean.
-            wait_tcp(self.host, self.port, deadline_s, proc=self._proc.proc, log=self.log_path)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_s = time.monotonic() - t0
+
+        # s3rver listens only after --configure-bucket is done; a bare TCP
+        # connect sends no request, so the request log stays clean.
+        def ready(proc: subprocess.Popen[bytes]) -> None:
+            wait_tcp(self.host, self.port, deadline_s, proc=proc, log=self.log_path)
+
+        self._start(self.argv(), ready, env=env, deadline_s=deadline_s)
         return self
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> S3rver:
-        return self.start()
-
-    def __exit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if et is not None:
-            sys.stderr.write(f"--- s3rver log tail ---\n{self.log_tail()}\n")
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        """PID of the running node process."""
-        if self._proc is None:
-            raise RuntimeError("not running")
-        return self._proc.pid
-
-    def log_tail(self) -> str:
-        return tail_file(self.log_path)
 
     # -- S3 helpers --------------------------------------------------------
     def client(self) -> Any:
@@ -264,29 +214,6 @@ class S3rver:
                 S3rverRequest(d["method"], d["path"], int(d["status"]), d["x_amz_date"], d["auth"])
             )
         return out[since:]
-
-    def mark(self) -> int:
-        """Number of requests so far; pass as ``since=`` to see only later ones."""
-        return len(self.requests())
-
-    def count(
-        self,
-        method: str | None = None,
-        path_substring: str = "",
-        *,
-        key: str | None = None,
-        status: int | None = None,
-        since: int = 0,
-    ) -> int:
-        """Like ``MotoServer.count`` (path = raw, percent-encoded request target)."""
-        return sum(
-            1
-            for r in self.requests(since=since)
-            if (method is None or r.method == method.upper())
-            and path_substring in r.path
-            and (key is None or r.key == key)
-            and (status is None or r.status == status)
-        )
 
 
 # -- raw signed requests (any S3 endpoint: s3rver, moto) ---------------------
