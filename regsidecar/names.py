@@ -12,17 +12,26 @@ the next pulls of an outage do not wait out the deadline again (stale-if-error).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from regsidecar.cache.singleflight import SingleFlight
 from regsidecar.config import Settings
-from regsidecar.errors import ManifestUnknown, NameUnknown, NotFound, StorageError, Unavailable
+from regsidecar.errors import (
+    DigestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    NotFound,
+    StorageError,
+    Unavailable,
+)
 from regsidecar.metrics import Metrics
-from regsidecar.oci.reference import Digest
+from regsidecar.oci.reference import Digest, parse_digest
 from regsidecar.storage.registry import RegistryReader
 from regsidecar.upstream import Sources
 
@@ -39,22 +48,27 @@ class Names:
         settings: Settings,
         metrics: Metrics,
         *,
+        state_path: str | None = None,
         now: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.reader = reader
         self.sources = sources
         self.metrics = metrics
+        self.state_path = state_path
+        self._wall = wall
         c = settings.cache
+        self._stale_s = c.stale_if_error_s
         self._tags: TTLCache[tuple[str, str], Digest] = TTLCache(65536, c.tag_ttl_s, timer=now)
         self._links: TTLCache[tuple[str, str, str], bool] = TTLCache(
             262144, c.link_ttl_s, timer=now
         )
-        self._stale_tags: TTLCache[tuple[str, str], Digest] = TTLCache(
-            65536, c.stale_if_error_s, timer=now
-        )
-        self._stale_links: TTLCache[tuple[str, str, str], bool] = TTLCache(
-            262144, c.stale_if_error_s, timer=now
-        )
+        # Last known answers with the wall time the store last confirmed them; kept on disk
+        # too, so a sidecar restarted during an outage still knows them.
+        self._known_tags: LRUCache[tuple[str, str], tuple[str, float]] = LRUCache(65536)
+        self._known_links: LRUCache[tuple[str, str, str], float] = LRUCache(262144)
+        self._dirty = False
+        self._load()
         self._tag_flights: SingleFlight[tuple[str, str], Digest] = SingleFlight()
         self._link_flights: SingleFlight[tuple[str, str, str], bool] = SingleFlight()
 
@@ -74,14 +88,16 @@ class Names:
             except NotFound as exc:
                 raise ManifestUnknown(f"unknown tag {name}:{tag}") from exc
             except StorageError as exc:
-                stale = self._stale_tags.get(key)
+                stale = self._known_tag(key)
                 if stale is None:
                     raise Unavailable.from_storage(exc) from exc
                 self._serve_stale("tag", f"{name}:{tag}", exc)
                 # for one TTL: the next pulls in an outage need not wait out the deadline again
                 self._tags[key] = stale
                 return stale
-            self._tags[key] = self._stale_tags[key] = d
+            self._tags[key] = d
+            self._known_tags[key] = (str(d), self._wall())
+            self._dirty = True
             return d
 
         return await self._tag_flights.do(key, load)
@@ -106,16 +122,62 @@ class Names:
                         lambda upstream: upstream.has_blob(name, digest),
                     )
             except StorageError as exc:
-                if not self._stale_links.get(key):
+                if not self._fresh(self._known_links.get(key)):
                     raise Unavailable.from_storage(exc) from exc
                 self._serve_stale("link", f"{name}@{digest}", exc)
                 self._links[key] = True
                 return True
             if ok:
-                self._links[key] = self._stale_links[key] = True
+                self._links[key] = True
+                self._known_links[key] = self._wall()
+                self._dirty = True
             return ok
 
         return await self._link_flights.do(key, load)
+
+    def _fresh(self, at: float | None) -> bool:
+        return at is not None and self._wall() - at <= self._stale_s
+
+    def _known_tag(self, key: tuple[str, str]) -> Digest | None:
+        entry = self._known_tags.get(key)
+        if entry is None or not self._fresh(entry[1]):
+            return None
+        return parse_digest(entry[0])
+
+    # -- on disk ------------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes | None:
+        """The last known answers as JSON, or None when nothing changed since the last one."""
+        if not self._dirty or self.state_path is None:
+            return None
+        self._dirty = False
+        doc = {
+            "tags": [[n, t, d, at] for (n, t), (d, at) in self._known_tags.items()],
+            "links": [[k, n, d, at] for (k, n, d), at in self._known_links.items()],
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def _load(self) -> None:
+        if self.state_path is None:
+            return
+        try:
+            with open(self.state_path, "rb") as f:
+                doc = json.load(f)
+            for n, t, d, at in doc.get("tags", []):
+                if self._fresh(at):
+                    parse_digest(d)
+                    self._known_tags[(n, t)] = (d, at)
+            for k, n, d, at in doc.get("links", []):
+                if self._fresh(at):
+                    self._known_links[(k, n, d)] = at
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, DigestInvalid) as exc:
+            # A damaged state file only costs the stale-if-error memory, never start-up.
+            log.warning(
+                "ignoring unreadable state file",
+                extra={"path": self.state_path, "error": str(exc)[:200]},
+            )
 
     def _serve_stale(self, kind: str, what: str, exc: StorageError) -> None:
         log.warning(
@@ -132,3 +194,14 @@ class Names:
         if tags is None:
             raise NameUnknown(detail={"name": name})
         return tags
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so a crash leaves the old or the new file, never half."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

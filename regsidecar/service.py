@@ -48,7 +48,7 @@ from regsidecar.errors import (
     UpstreamUnavailable,
 )
 from regsidecar.metrics import Metrics
-from regsidecar.names import Names
+from regsidecar.names import Names, write_atomic
 from regsidecar.oci import mediatypes
 from regsidecar.oci.mediatypes import ManifestInfo
 from regsidecar.oci.reference import Digest, Reference, parse_digest
@@ -152,7 +152,12 @@ class Registry:
             CircuitBreaker(settings.breaker.failures, settings.breaker.cooldown_s),
             self.fallbacks,
         )
-        self.names = Names(self.reader, self.sources, settings, self.metrics, now=now)
+        # Last known tags and links survive a restart only where stale-if-error matters: a
+        # remote store (a directory store is always there).
+        state = os.path.join(settings.data_dir, "state", "known-names.json") if cache else None
+        self.names = Names(
+            self.reader, self.sources, settings, self.metrics, state_path=state, now=now
+        )
         # Cached blobs whose bytes were hashed since start (each is checked once per run).
         self._verified: LRUCache[Digest, bool] = LRUCache(1 << 20)
         self._verify_flights: SingleFlight[Digest, bool | None] = SingleFlight()
@@ -231,7 +236,18 @@ class Registry:
             "correcting": self.driver.correct_clock,
         }
 
+    async def save_state(self) -> None:
+        """Write the last known tags and links if they changed (off the event loop)."""
+        data = self.names.snapshot()
+        if data is None or self.names.state_path is None:
+            return
+        try:
+            await asyncio.to_thread(write_atomic, self.names.state_path, data)
+        except OSError as exc:
+            log.warning("could not save state", extra={"error": str(exc)})
+
     async def close(self) -> None:
+        await self.save_state()
         if self.downloads is not None:
             await self.downloads.close()
         await self.fallbacks.close()

@@ -928,3 +928,35 @@ async def test_fallback_registry_with_bearer_token_auth(
                 assert (status, got) == (200, layers[0])
         assert tokens.issued >= 1, "the bearer flow was not used"
     proxy.up()
+
+
+@pytest.mark.timeout(120)
+async def test_restart_during_an_outage_still_serves_known_tags(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """(3b) The sidecar restarts while S3 is down (an instance reboot in an outage): the last
+    known tags and links were saved in its data dir, so a pulled image still pulls by tag from
+    the cache; an image never pulled still gets 503. A damaged state file never stops start-up."""
+    app, _ = writer.image("app", "v1", [os.urandom(300 * KiB)])
+    writer.image("other", "v1", [os.urandom(100 * KiB)])
+    data_dir = tmp_path / "data"
+    env = {"REGSIDECAR_RETRY_DEADLINE_S": "3"}
+    with _sidecar(proxy, bucket, data_dir, env) as sc:
+        assert (await _pull(sc.url, "app", "v1"))[0] == app
+    assert (data_dir / "state" / "known-names.json").is_file(), "saved at shutdown"
+
+    proxy.down()
+    with _sidecar(proxy, bucket, data_dir, env) as sc:
+        assert (await _pull(sc.url, "app", "v1"))[0] == app
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{sc.url}/v2/other/manifests/v1", headers={"Accept": ACCEPT}) as r,
+        ):
+            assert r.status == 503
+        assert any(e.get("msg") == "store unavailable; serving last known state" for e in sc.logs())
+    proxy.up()
+
+    (data_dir / "state" / "known-names.json").write_bytes(b'{"tags": [["broken"')
+    with _sidecar(proxy, bucket, data_dir, env) as sc:
+        assert (await _pull(sc.url, "app", "v1"))[0] == app
+        assert any(e.get("msg") == "ignoring unreadable state file" for e in sc.logs())

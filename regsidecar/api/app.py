@@ -10,6 +10,7 @@ open before the first request and close after the last, and no module holds glob
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -28,6 +29,9 @@ from regsidecar.service import Registry
 
 log = logging.getLogger(__name__)
 
+# How often changed last-known tags and links are written to disk (and at shutdown).
+STATE_SAVE_S = 10.0
+
 
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
@@ -44,8 +48,18 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
             "cache": registry.cache.root if registry.cache else None,
         },
     )
+    saver = asyncio.get_running_loop().create_task(_save_state_every(registry, STATE_SAVE_S))
     yield
+    saver.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await saver
     await registry.close()
+
+
+async def _save_state_every(registry: Registry, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        await registry.save_state()
 
 
 def create_app(settings: Settings) -> web.Application:
