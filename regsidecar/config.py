@@ -51,6 +51,7 @@ from pydantic import (
 )
 
 from regsidecar.errors import ConfigError
+from regsidecar.retry import RetryPolicy
 
 ENV_PREFIX = "REGSIDECAR_"
 
@@ -119,6 +120,9 @@ class RetrySettings(_Model):
     max_delay_s: float = Field(2.0, ge=0)
     deadline_s: float = Field(30.0, gt=0)  # per client request
     max_resumes: int = Field(10, ge=0)  # Range resumptions of one blob download
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.base_delay_s, self.max_delay_s, self.deadline_s)
 
 
 class UpstreamSettings(_Model):

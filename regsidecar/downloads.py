@@ -28,7 +28,6 @@ from regsidecar.config import Settings
 from regsidecar.errors import IntegrityError, UpstreamUnavailable
 from regsidecar.metrics import Metrics
 from regsidecar.oci.reference import Digest
-from regsidecar.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +64,7 @@ class Downloads:
         self.settings = settings
         self.metrics = metrics
         self._on_verified = on_verified
-        r = settings.retry
-        self._retry = RetryPolicy(r.max_attempts, r.base_delay_s, r.max_delay_s, r.deadline_s)
+        self._retry = settings.retry.policy()
         lim = settings.limits
         self._limiter = Limiter(lim.max_upstream_downloads, lim.max_queued_downloads)
         self._fetches: dict[Digest, BlobFetch] = {}

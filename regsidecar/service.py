@@ -190,12 +190,7 @@ class Registry:
                 ),
                 correct_clock=settings.clock.correct,
                 warn_offset_s=settings.clock.max_offset_warn_s,
-                retry=RetryPolicy(
-                    settings.retry.max_attempts,
-                    settings.retry.base_delay_s,
-                    settings.retry.max_delay_s,
-                    settings.retry.deadline_s,
-                ),
+                retry=settings.retry.policy(),
             )
             c = settings.cache
             cache = BlobCache(

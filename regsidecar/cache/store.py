@@ -21,20 +21,11 @@ import logging
 import os
 import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from regsidecar.cache.lru import LruIndex
 from regsidecar.oci.reference import Digest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class CacheStats:
-    entries: int
-    bytes: int
-    max_bytes: int
-    free_bytes: int
 
 
 def _free_bytes(path: str) -> int:
@@ -238,11 +229,6 @@ class BlobCache:
                 self.index.remove(key)
                 removed.append(key)
         return checked, removed
-
-    def stats(self) -> CacheStats:
-        return CacheStats(
-            len(self.index), self.index.total, self.max_bytes, self._free_bytes(self.root)
-        )
 
 
 def _fsync_dir(path: str) -> None:
