@@ -77,6 +77,7 @@ class LruIndex:
         min_free_bytes: int,
         incoming: int = 0,
         low_watermark: float = 0.9,
+        trim: bool = False,
     ) -> list[str]:
         """Keys to evict so that ``incoming`` more bytes fit under both limits.
 

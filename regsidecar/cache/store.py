@@ -131,6 +131,10 @@ class BlobCache:
 
     # -- writing ------------------------------------------------------------------------------
 
+    def free_bytes(self) -> int:
+        """Free bytes on the cache's disk."""
+        return self._free_bytes(self.root)
+
     def temp_path(self, digest: Digest) -> str:
         return os.path.join(self._tmp, f"{digest.hex}.{secrets.token_hex(6)}")
 
@@ -182,24 +186,31 @@ class BlobCache:
 
     # -- eviction -----------------------------------------------------------------------------
 
-    def evict(self) -> int:
-        """Remove least recently used, unpinned blobs until under both limits; bytes freed."""
+    def evict(self, *, trim: bool = False, dry_run: bool = False) -> list[tuple[str, int]]:
+        """Remove least recently used, unpinned blobs until under both limits (with ``trim``:
+        down to the low watermark); the ``(digest, size)`` pairs removed, or that would be."""
         victims = self.index.plan(
             max_bytes=self.max_bytes,
             free_bytes=self._free_bytes(self.root),
             min_free_bytes=self.min_free_bytes,
             incoming=self._incoming,
             low_watermark=self.low_watermark,
+            trim=trim,
         )
+        if dry_run:
+            return [(key, self.index.size_of(key) or 0) for key in victims]
+        removed = []
         freed = 0
         for key in victims:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path_for(key))
-            freed += self.index.remove(key)
+            size = self.index.remove(key)
+            removed.append((key, size))
+            freed += size
             self.evictions += 1
         if victims:
             log.info("cache evicted", extra={"entries": len(victims), "bytes": freed})
-        return freed
+        return removed
 
     def remove(self, digest: Digest) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,64 @@
+"""``regsidecar serve`` and ``regsidecar demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from regsidecar.cli import add_settings_flags, config_error
+from regsidecar.commands import SubParsers
+
+log = logging.getLogger("regsidecar")
+
+
+def register(sub: SubParsers) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="serve the pull API on the configured store",
+        description="Serve the OCI pull API (docker pull localhost:5000/...). Under systemd "
+        "(Type=notify) it reports READY=1 once it listens and the store answers or the cache "
+        "holds content, and pings the watchdog when WatchdogSec= is set.",
+    )
+    add_settings_flags(serve)
+    serve.set_defaults(run=run_serve)
+    demo = sub.add_parser(
+        "demo",
+        help="write a sample image into the embedded store, then serve",
+        description="Write regsidecar/hello:latest (a tiny linux/amd64+arm64 image) into the "
+        "embedded filesystem store and serve it: docker pull localhost:5000/regsidecar/hello",
+    )
+    add_settings_flags(demo)
+    demo.set_defaults(run=run_demo)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from regsidecar.api.app import serve
+
+    try:
+        asyncio.run(serve(args.settings))
+    except OSError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 1
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    settings = args.settings
+    if settings.storage_kind != "filesystem":
+        return config_error(
+            "storage: demo writes the embedded filesystem store; drop --storage s3://..."
+        )
+    from regsidecar.demo import REPOSITORY, TAG, write_sample
+    from regsidecar.storage.filesystem import FilesystemDriver
+
+    digest = write_sample(FilesystemDriver(settings.filesystem_root))
+    log.info(
+        "sample image written",
+        extra={
+            "image": f"{REPOSITORY}:{TAG}",
+            "digest": digest,
+            "pull": f"docker pull localhost:{settings.port}/{REPOSITORY}",
+        },
+    )
+    return run_serve(args)
