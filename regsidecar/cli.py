@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             args.settings = settings_from(args)
         except ConfigError as exc:
             return config_error(str(exc))
-        logs.setup(args.settings.log.level)
+        if getattr(args, "serves", False):
+            logs.setup(args.settings.log.level)
+        else:
+            # A tool's stdout is its report; its log lines go to stderr, warnings and up.
+            level = args.settings.log.level
+            logs.setup(level if level in ("warning", "error") else "warning", sys.stderr)
     rc: int = args.run(args)
     return rc

@@ -195,6 +195,8 @@ class Settings(_Model):
     """Everything the sidecar reads at start-up."""
 
     listen: str = "127.0.0.1:5000"
+    # /healthz, /readyz, /metrics and /-/cache/* on their own HOST:PORT; "" = on `listen`.
+    ops_listen: str = ""
     data_dir: str = Field(default_factory=default_data_dir)
     storage: str = ""  # s3://bucket[/prefix] or a directory; "" = <data_dir>/registry
     s3: S3Settings = S3Settings()
@@ -206,9 +208,11 @@ class Settings(_Model):
     breaker: BreakerSettings = BreakerSettings()
     log: LogSettings = LogSettings()
 
-    @field_validator("listen")
+    @field_validator("listen", "ops_listen")
     @classmethod
-    def _listen(cls, v: str) -> str:
+    def _listen(cls, v: str, info: ValidationInfo) -> str:
+        if info.field_name == "ops_listen" and v == "":
+            return v
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:5000")
@@ -243,6 +247,12 @@ class Settings(_Model):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+    @property
+    def ops_address(self) -> tuple[str, int]:
+        """Where the operator endpoints listen (the pull listener unless ops_listen is set)."""
+        address = self.ops_listen or self.listen
+        return address.rpartition(":")[0].strip("[]"), int(address.rpartition(":")[2])
 
     @property
     def storage_kind(self) -> Literal["s3", "filesystem"]:

@@ -15,6 +15,7 @@
      │    ├── RangeInvalid           416 RANGE_INVALID (carries the blob size)
      │    ├── PaginationInvalid      400 PAGINATION_NUMBER_INVALID
      │    ├── Unsupported            405 UNSUPPORTED (404 for an unknown endpoint)
+     │    ├── Denied                 403 DENIED
      │    ├── Unavailable            503 UNAVAILABLE (+ Retry-After)
      │    └── TooManyRequests        429 TOOMANYREQUESTS (+ Retry-After)
      └── StorageError                raised by storage drivers; never reaches a handler
@@ -136,6 +137,12 @@ class Unsupported(OCIError):
     code = "UNSUPPORTED"
     status = 405
     default_message = "the operation is unsupported"
+
+
+class Denied(OCIError):
+    code = "DENIED"
+    status = 403
+    default_message = "requested access to the resource is denied"
 
 
 class Unavailable(OCIError):

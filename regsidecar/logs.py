@@ -11,11 +11,15 @@ import json
 import logging
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
+from aiohttp.web_fileresponse import FileResponse
 from aiohttp.web_response import StreamResponse
+
+if TYPE_CHECKING:
+    from regsidecar.metrics import Metrics
 
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
     "message",
@@ -39,8 +43,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
-def setup(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+def setup(level: str = "info", stream: TextIO | None = None) -> None:
+    """JSON lines to ``stream`` (stdout, for journald, by default)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -73,15 +78,31 @@ class LineBatcher:
             pass  # stdout closed or full: dropping access lines must not break serving
 
 
-def access_logger_class(batcher: LineBatcher) -> type[AbstractAccessLogger]:
-    """An aiohttp access logger writing one JSON line per request through ``batcher``.
+def access_logger_class(
+    batcher: LineBatcher, metrics: Metrics, *, write: bool = True
+) -> type[AbstractAccessLogger]:
+    """An aiohttp access logger: one JSON line per request through ``batcher`` (if ``write``)
+    and the request metrics, both taken after the response's last byte.
 
     aiohttp makes one access logger per connection; the class carries the shared batcher so
-    lines from every connection are batched together.
+    lines from every connection are batched together. Lines hold the path but never a header
+    or a query string: nothing a client sends as a credential is logged.
     """
+
+    from regsidecar.api.keys import ROUTE
 
     class AccessLogger(AbstractAccessLogger):
         def log(self, request: BaseRequest, response: StreamResponse, time_s: float) -> None:
+            # Requests the dispatcher never saw are the operator endpoints.
+            route = request.get(ROUTE, "ops")
+            cache = response.headers.get("X-Cache", "")
+            sent = response.body_length
+            if isinstance(response, FileResponse) and request.method != "HEAD":
+                # sendfile bypasses the writer that counts body_length
+                sent = max(sent, response.content_length or 0)
+            metrics.observe_request(route, request.method, response.status, time_s, cache, sent)
+            if not write:
+                return
             batcher.add(
                 json.dumps(
                     {
@@ -90,11 +111,12 @@ def access_logger_class(batcher: LineBatcher) -> type[AbstractAccessLogger]:
                         "logger": "regsidecar.access",
                         "msg": "request",
                         "method": request.method,
+                        "route": route,
                         "path": request.path,
                         "status": response.status,
-                        "bytes_sent": response.body_length,
+                        "bytes_sent": sent,
                         "ms": round(time_s * 1000, 2),
-                        "cache": response.headers.get("X-Cache", ""),
+                        "cache": cache,
                         "remote": request.remote,
                     },
                     separators=(",", ":"),

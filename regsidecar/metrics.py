@@ -10,13 +10,29 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# No `_created` series beside every counter: they double the exposition for no reader here.
+disable_created_metrics()
+
+# Seconds; from a cached manifest (~1 ms) to a multi-GiB layer over a slow link.
+_REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Time to the upstream's response headers.
+_UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
@@ -68,6 +84,72 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Client requests, by route kind (a bounded set: base, manifest, blob, tags, ...).
+        self.http_requests = Counter(
+            "regsidecar_http_requests",
+            "Client requests answered, by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.http_seconds = Histogram(
+            "regsidecar_http_request_duration_seconds",
+            "Time from request to the last byte of the response, by route",
+            ["route"],
+            buckets=_REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.cache_requests = Counter(
+            "regsidecar_cache_requests",
+            "Manifest and blob answers by where the bytes came from: hit (local cache), "
+            "miss (fetched from upstream), store (a directory store's own file)",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.cache_bytes_served = Counter(
+            "regsidecar_cache_served_bytes",
+            "Response body bytes of manifests and blobs, by where they came from",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.upstream_requests = Counter(
+            "regsidecar_upstream_requests",
+            "Requests to upstream sources (primary S3 store, fallback registries) by outcome: "
+            "ok, not_found, error",
+            ["source", "method", "outcome"],
+            registry=self.registry,
+        )
+        self.upstream_seconds = Histogram(
+            "regsidecar_upstream_request_duration_seconds",
+            "Time to an upstream's response headers (or its error)",
+            ["source", "method"],
+            buckets=_UPSTREAM_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_request(
+        self,
+        route: str,
+        method: str,
+        status: int,
+        seconds: float,
+        cache: str,
+        body_bytes: int,
+    ) -> None:
+        """One answered client request (called from the access logger, after the last byte)."""
+        self.http_requests.labels(route, method, str(status)).inc()
+        self.http_seconds.labels(route).observe(seconds)
+        if cache and route in ("manifest", "blob") and status < 400:
+            self.cache_requests.labels(route, cache).inc()
+            self.cache_bytes_served.labels(route, cache).inc(body_bytes)
+
+    def observe_upstream(self, source: str, method: str, outcome: str, seconds: float) -> None:
+        self.upstream_requests.labels(source, method, outcome).inc()
+        self.upstream_seconds.labels(source, method).observe(seconds)
+
+    def watch_cache(self, stats: Callable[[], CacheFigures]) -> None:
+        """Read the cache's size, limits and evictions at scrape time."""
+        self.registry.register(_CacheCollector(stats))
+
     def watch_clock(self, offset: Callable[[], float], jumps: Callable[[], float]) -> None:
         """Read the clock estimate at scrape time."""
         self.clock_offset.set_function(offset)
@@ -80,6 +162,38 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class CacheFigures(NamedTuple):
+    entries: int
+    bytes: int
+    max_bytes: int
+    free_disk_bytes: int
+    evictions: int
+
+
+class _CacheCollector(Collector):
+    def __init__(self, stats: Callable[[], CacheFigures]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        f = self._stats()
+        for name, doc, value in (
+            ("regsidecar_cache_entries", "Blobs and manifests in the local cache", f.entries),
+            ("regsidecar_cache_size_bytes", "Bytes in the local cache", f.bytes),
+            ("regsidecar_cache_max_bytes", "The cache's size bound (cache.max_bytes)", f.max_bytes),
+            (
+                "regsidecar_cache_disk_free_bytes",
+                "Free bytes on the cache's disk",
+                f.free_disk_bytes,
+            ),
+        ):
+            yield GaugeMetricFamily(name, doc, value=float(value))
+        yield CounterMetricFamily(
+            "regsidecar_cache_evictions",
+            "Cache entries removed to stay under the size and free-disk bounds",
+            value=float(f.evictions),
+        )
 
 
 class _BreakerCollector(Collector):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import logging
 import os
@@ -105,6 +106,12 @@ def _not_downloading(start: int, end: int) -> AsyncIterator[bytes]:
     raise RuntimeError("blob(download=False) gives a size only")
 
 
+# Where the last manifest this task asked for came from (hit, miss, store): the handler puts
+# it in X-Cache and the access log, without widening manifest()'s return value.
+manifest_outcome: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "manifest_outcome", default=""
+)
+
 # S3 eventual consistency: a linked object not visible yet is asked for again for ~3 s.
 _CONSISTENCY = RetryPolicy(max_attempts=5, base_delay_s=0.25, max_delay_s=1.0, deadline_s=3.0)
 T = TypeVar("T")
@@ -146,8 +153,11 @@ class Registry:
         self.metrics = metrics or Metrics()
         if isinstance(driver, S3Driver):
             driver.on_retry = self.metrics.upstream_retries.inc
+            driver.on_request = partial(self.metrics.observe_upstream, "primary")
         c = settings.cache
         self.fallbacks = fallbacks or Fallbacks([], None)
+        for client in self.fallbacks.clients:
+            client.on_request = partial(self.metrics.observe_upstream, client.name)
         self.sources = Sources(
             CircuitBreaker(settings.breaker.failures, settings.breaker.cooldown_s),
             self.fallbacks,
@@ -164,7 +174,7 @@ class Registry:
         self._manifests: LRUCache[Digest, Manifest] = LRUCache(
             c.manifest_memory_bytes, getsizeof=lambda m: len(m.payload) + 256
         )
-        self._manifest_flights: SingleFlight[Digest, Manifest] = SingleFlight()
+        self._manifest_flights: SingleFlight[Digest, tuple[Manifest, str]] = SingleFlight()
         self.downloads = (
             Downloads(cache, settings, self.metrics, on_verified=self._mark_verified)
             if cache is not None
@@ -287,16 +297,23 @@ class Registry:
     async def _load_manifest(self, name: str, digest: Digest) -> Manifest:
         m = self._manifests.get(digest)
         if m is not None:
+            manifest_outcome.set("hit" if self.cache is not None else "store")
             return m
-        return await self._manifest_flights.do(digest, lambda: self._fetch_manifest(name, digest))
+        m, outcome = await self._manifest_flights.do(
+            digest, lambda: self._fetch_manifest(name, digest)
+        )
+        manifest_outcome.set(outcome)
+        return m
 
-    async def _fetch_manifest(self, name: str, digest: Digest) -> Manifest:
+    async def _fetch_manifest(self, name: str, digest: Digest) -> tuple[Manifest, str]:
+        """The manifest and where it came from: hit (disk cache), miss (upstream) or store
+        (a directory store, which needs no cache)."""
         limit = mediatypes.MAX_MANIFEST_BYTES
         if self.cache is not None:
             cached = self.cache.read(digest, limit)
             if cached is not None:
                 if _matches(digest, cached):
-                    return self._remember(digest, cached)
+                    return self._remember(digest, cached), "hit"
                 log.error(
                     "cached manifest is corrupt; fetching it again", extra={"digest": str(digest)}
                 )
@@ -319,17 +336,18 @@ class Registry:
                 "stored manifest does not match its digest", detail={"digest": str(digest)}
             )
         m = self._remember(digest, payload)
-        if self.cache is not None:
-            cache = self.cache
-            try:
-                await asyncio.to_thread(cache.write_verified, digest, payload)
-                cache.record(digest, len(payload))
-            except OSError as exc:
-                # Serving does not depend on the cache write; the next miss tries again.
-                log.warning(
-                    "manifest cache write failed", extra={"digest": str(digest), "error": str(exc)}
-                )
-        return m
+        if self.cache is None:
+            return m, "store"
+        cache = self.cache
+        try:
+            await asyncio.to_thread(cache.write_verified, digest, payload)
+            cache.record(digest, len(payload))
+        except OSError as exc:
+            # Serving does not depend on the cache write; the next miss tries again.
+            log.warning(
+                "manifest cache write failed", extra={"digest": str(digest), "error": str(exc)}
+            )
+        return m, "miss"
 
     def _remember(self, digest: Digest, payload: bytes) -> Manifest:
         try:
@@ -438,6 +456,30 @@ class Registry:
             raise UpstreamUnavailable(key, "every source's circuit is open")
 
         return open_at
+
+    async def verify_cache(self) -> tuple[int, list[str]]:
+        """Re-hash every cached file (off the event loop, each pinned while it is read) and
+        remove the corrupt ones; the number checked and the digests removed."""
+        assert self.cache is not None, "only a remote store has a cache"
+        cache = self.cache
+        checked, removed = 0, []
+        for key in list(cache.index.keys()):
+            digest = parse_digest(key)
+            with cache.pinned(digest):
+                ok = await asyncio.to_thread(_file_matches, cache.path_for(digest), digest)
+            if ok is None:
+                continue  # evicted meanwhile
+            checked += 1
+            if ok:
+                self._verified[digest] = True
+                continue
+            log.error("cached blob is corrupt; removing it", extra={"digest": key})
+            self.metrics.cache_corrupt.inc()
+            self._verified.pop(digest, None)
+            self._manifests.pop(digest, None)
+            cache.remove(digest)
+            removed.append(key)
+        return checked, removed
 
     def _mark_verified(self, digest: Digest) -> None:
         self._verified[digest] = True

@@ -111,6 +111,8 @@ class RegistryClient:
         self._session = session
         self.breaker = breaker
         self._tokens: dict[str, str] = {}  # scope -> bearer token
+        # metrics hook: (method, outcome ok|not_found|error, seconds to the response headers)
+        self.on_request: Callable[[str, str, float], None] | None = None
 
     def _basic(self) -> str | None:
         if self.config.username is None:
@@ -138,6 +140,32 @@ class RegistryClient:
         self, method: str, path: str, what: str, headers: dict[str, str] | None = None
     ) -> aiohttp.ClientResponse:
         """One request with auth handled; raises NotFound / UpstreamUnavailable / StorageError."""
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            resp = await self._exchange(method, path, what, headers)
+            outcome = "ok"
+            return resp
+        except NotFound:
+            outcome = "not_found"
+            raise
+        finally:
+            if self.on_request is not None:
+                self.on_request(method, outcome, time.monotonic() - started)
+
+    async def ping(self, timeout_s: float = 2.0) -> bool:
+        """Whether the registry answers ``GET /v2/`` at all (a 401 counts: it is there)."""
+        try:
+            async with self._session.get(
+                f"{self.base}/v2/", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                return resp.status < 500
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
+    async def _exchange(
+        self, method: str, path: str, what: str, headers: dict[str, str] | None
+    ) -> aiohttp.ClientResponse:
         url = f"{self.base}{path}"
         scope = path.split("/manifests/")[0].split("/blobs/")[0].removeprefix("/v2/")
         hdrs = dict(headers or {})

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.rig.ports import free_port
+
 
 def _put(root: Path, data: bytes, *, corrupt: bool = False) -> Path:
     hex_ = hashlib.sha256(data).hexdigest()
@@ -21,7 +23,19 @@ def _put(root: Path, data: bytes, *, corrupt: bool = False) -> Path:
 def _verify(data_dir: Path) -> tuple[int, dict[str, object]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGSIDECAR_")}
     cp = subprocess.run(
-        [sys.executable, "-m", "regsidecar", "cache", "verify", "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "regsidecar",
+            "cache",
+            "verify",
+            "--json",
+            "--data-dir",
+            str(data_dir),
+            # Nobody listens there: the command works on the directory.
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -35,7 +49,7 @@ def test_cache_verify_removes_only_corrupt_blobs(tmp_path: Path) -> None:
     bad = _put(tmp_path, os.urandom(200_000), corrupt=True)
     rc, summary = _verify(tmp_path)
     assert rc == 1
-    assert summary == {"checked": 2, "removed": [f"sha256:{bad.name}"]}
+    assert summary == {"checked": 2, "removed": [f"sha256:{bad.name}"], "where": "local"}
     assert good.exists() and not bad.exists()
     rc, summary = _verify(tmp_path)
-    assert (rc, summary) == (0, {"checked": 1, "removed": []})
+    assert (rc, summary) == (0, {"checked": 1, "removed": [], "where": "local"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -19,12 +20,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from regsidecar.api import handlers, ops
-from regsidecar.api.keys import METRICS, REGISTRY, SETTINGS
+from regsidecar.api.keys import METRICS, READINESS, REGISTRY, SETTINGS
 from regsidecar.api.middleware import add_api_version, oci_errors
 from regsidecar.api.server import OCIAppRunner
 from regsidecar.config import Settings
 from regsidecar.logs import LineBatcher, access_logger_class
-from regsidecar.metrics import Metrics
+from regsidecar.metrics import CacheFigures, Metrics
+from regsidecar.notify import Notifier, watchdog_interval
+from regsidecar.readiness import Readiness
 from regsidecar.service import Registry
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,19 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     registry = await Registry.open(settings, app[METRICS])
     app[REGISTRY] = registry
+    app[READINESS] = Readiness(registry)
     app[METRICS].watch_breakers(registry.sources.state)
+    cache = registry.cache
+    if cache is not None:
+        app[METRICS].watch_cache(
+            lambda: CacheFigures(
+                len(cache.index),
+                cache.index.total,
+                cache.max_bytes,
+                cache.free_bytes(),
+                cache.evictions,
+            )
+        )
     clock = registry.clock
     if clock is not None:
         app[METRICS].watch_clock(lambda: clock.offset, lambda: clock.jumps)
@@ -68,10 +83,45 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(_registry_ctx)
     app.on_response_prepare.append(add_api_version)
-    app.router.add_get("/healthz", ops.healthz)
-    app.router.add_get("/metrics", ops.metrics)
+    if not settings.ops_listen:
+        ops.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", handlers.dispatch)
     return app
+
+
+def _ops_app(main: web.Application) -> web.Application:
+    """The operator endpoints on their own listener, over the main app's resources."""
+    app = web.Application(middlewares=[oci_errors])
+    app[SETTINGS] = main[SETTINGS]
+    app[METRICS] = main[METRICS]
+    app[REGISTRY] = main[REGISTRY]
+    app[READINESS] = main[READINESS]
+    ops.add_routes(app)
+    return app
+
+
+async def _notify_when_ready(app: web.Application, notifier: Notifier) -> None:
+    """Tell systemd READY=1 the first time a pull can be answered; until then say why not."""
+    readiness = app[READINESS]
+    waiting_logged = False
+    while True:
+        state = await readiness.check(max_age_s=1.0)
+        if state.ready:
+            notifier.send("READY=1", f"STATUS=serving from {state.reason}")
+            log.info("ready", extra={"serving_from": state.reason})
+            return
+        notifier.send(f"STATUS=waiting: {state.reason}")
+        if not waiting_logged:
+            log.warning("not ready yet", extra={"reason": state.reason, **state.detail})
+            waiting_logged = True
+        await asyncio.sleep(1.0)
+
+
+async def _watchdog(notifier: Notifier, interval_s: float) -> None:
+    # The ping proves the event loop still turns: a wedged loop misses it and systemd restarts.
+    while True:
+        notifier.send("WATCHDOG=1")
+        await asyncio.sleep(interval_s)
 
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
@@ -80,20 +130,39 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     batcher = LineBatcher(sys.stdout)
     runner = OCIAppRunner(
         app,
-        access_log_class=access_logger_class(batcher),
-        # aiohttp wants a Logger to enable access logging; lines go through the batcher.
-        access_log=logging.getLogger("regsidecar.access") if settings.log.access else None,
+        # Always installed: it also feeds the request metrics; it writes lines only if asked.
+        access_log_class=access_logger_class(batcher, app[METRICS], write=settings.log.access),
+        access_log=logging.getLogger("regsidecar.access"),
         handle_signals=False,
         shutdown_timeout=10.0,
     )
     await runner.setup()
+    runners: list[web.AppRunner] = [runner]
     site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_address=True)
     await site.start()
+    if settings.ops_listen:
+        ops_runner = web.AppRunner(_ops_app(app), handle_signals=False, access_log=None)
+        await ops_runner.setup()
+        runners.append(ops_runner)
+        host, port = settings.ops_address
+        await web.TCPSite(ops_runner, host, port, reuse_address=True).start()
     log.info(
-        "listening", extra={"listen": settings.listen, "store": app[REGISTRY].driver.description}
+        "listening",
+        extra={
+            "listen": settings.listen,
+            "ops_listen": settings.ops_listen or settings.listen,
+            "store": app[REGISTRY].driver.description,
+        },
     )
-    stop = asyncio.Event()
+    notifier = Notifier.from_env()
     loop = asyncio.get_running_loop()
+    tasks = []
+    if notifier.enabled:
+        tasks.append(loop.create_task(_notify_when_ready(app, notifier)))
+        interval = watchdog_interval(os.environ, os.getpid())
+        if interval is not None:
+            tasks.append(loop.create_task(_watchdog(notifier, interval)))
+    stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if ready is not None:
@@ -102,5 +171,11 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         await stop.wait()
     finally:
         log.info("shutting down")
-        await runner.cleanup()
+        notifier.send("STOPPING=1", "STATUS=draining")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for r in reversed(runners):
+            await r.cleanup()
+        notifier.close()
         batcher.flush()

@@ -10,13 +10,13 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_request import BaseRequest
 
-from regsidecar.api.keys import REGISTRY
+from regsidecar.api.keys import REGISTRY, ROUTE
 from regsidecar.errors import OCIError, PaginationInvalid, StorageError, Unsupported
 from regsidecar.oci import mediatypes
 from regsidecar.oci.ranges import parse_range
 from regsidecar.oci.reference import Digest
 from regsidecar.oci.routes import Route, parse_path
-from regsidecar.service import LocalBlob
+from regsidecar.service import LocalBlob, manifest_outcome
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ class PinnedFileResponse(web.FileResponse):
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Every /v2 path: parse it into a route, then hand it to the route's handler."""
+    request[ROUTE] = "invalid"
     route = parse_path(request.path)
+    request[ROUTE] = route.kind
     method = request.method
     if route.kind == "upload" or (
         route.kind in ("manifest", "blob") and method in ("PUT", "DELETE", "POST", "PATCH")
@@ -85,6 +87,7 @@ async def get_manifest(request: web.Request, route: Route) -> web.StreamResponse
         "Docker-Content-Digest": str(m.digest),
         "ETag": f'"{m.digest}"',
         "Content-Type": m.media_type,
+        "X-Cache": manifest_outcome.get(),
     }
     if _etag_matches(request, m.digest):
         return web.Response(status=304, headers=headers)

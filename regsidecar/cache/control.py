@@ -14,13 +14,19 @@ Two implementations of one :class:`CacheControl` Protocol:
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.error
+import urllib.request
 from typing import Any, Protocol
 
 from regsidecar.cache.store import BlobCache
 from regsidecar.config import Settings
 
 Report = dict[str, Any]
+
+# The sidecar is on this host: never route these calls through an HTTP(S)_PROXY.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class CacheControl(Protocol):
@@ -97,5 +103,71 @@ class LocalCache:
         return {"checked": checked, "removed": removed}
 
 
-def open_control(settings: Settings) -> CacheControl:
-    return LocalCache(settings)
+class SidecarCache:
+    """The cache of the sidecar answering at ``base_url`` (its operator listener)."""
+
+    where = "sidecar"
+
+    def __init__(self, base_url: str, *, timeout_s: float = 600.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout_s = timeout_s
+
+    def _call(self, method: str, path: str) -> Report:
+        req = urllib.request.Request(self.base_url + path, method=method)
+        try:
+            with _OPENER.open(req, timeout=self._timeout_s) as resp:
+                report: Report = json.load(resp)
+        except urllib.error.HTTPError as exc:
+            raise CacheControlError(_oci_message(exc)) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise CacheControlError(f"sidecar at {self.base_url}: {exc}") from exc
+        return report
+
+    def stats(self) -> Report:
+        return self._call("GET", "/-/cache/stats")
+
+    def gc(self, *, dry_run: bool = False) -> Report:
+        return self._call("POST", "/-/cache/gc" + ("?dry_run=1" if dry_run else ""))
+
+    def verify(self) -> Report:
+        return self._call("POST", "/-/cache/verify")
+
+
+class CacheControlError(Exception):
+    """The running sidecar refused or failed a cache action (message is for the operator)."""
+
+
+def _oci_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(exc.read())
+        return f"HTTP {exc.code}: {body['errors'][0]['message']}"
+    except (ValueError, KeyError, IndexError, TypeError):
+        return f"HTTP {exc.code}"
+
+
+def ops_url(settings: Settings) -> str:
+    """Base URL of the sidecar's operator endpoints (a wildcard address is asked on loopback)."""
+    host, port = settings.ops_address
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def open_control(settings: Settings, *, probe_timeout_s: float = 2.0) -> CacheControl:
+    """The running sidecar's cache if one answers at the configured address, else the
+    directory. A sidecar that serves a directory store (no cache) also means the directory."""
+    sidecar = SidecarCache(ops_url(settings))
+    try:
+        with _OPENER.open(sidecar.base_url + "/-/cache/stats", timeout=probe_timeout_s) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return LocalCache(settings)
+        return sidecar  # it is running: its answer (e.g. 403) is the operator's to see
+    except (urllib.error.URLError, OSError):
+        return LocalCache(settings)
+    return sidecar

@@ -84,10 +84,12 @@ class LruIndex:
         Nothing is evicted until a limit would be crossed; then entries go, least recently used
         first, until the cache is back under ``low_watermark * max_bytes`` (and the disk has
         ``min_free_bytes`` free), so eviction runs in batches rather than on every write.
+        ``trim=True`` goes down to the low watermark even when no limit is crossed yet (an
+        operator's ``cache gc``).
         """
         over_size = self.total + incoming - max_bytes
         over_disk = min_free_bytes - (free_bytes - incoming)
-        if over_size <= 0 and over_disk <= 0:
+        if over_size <= 0 and over_disk <= 0 and not trim:
             return []
         need = max(self.total + incoming - int(max_bytes * low_watermark), over_disk)
         victims: list[str] = []

@@ -1,42 +1,125 @@
-"""``regsidecar cache stats|verify|gc``: inspect, check and trim the local blob cache."""
+"""``regsidecar cache stats|verify|gc``: inspect, check and trim the local blob cache.
+
+Each action goes to the running sidecar when one answers on its operator address (so its
+in-memory index and pins stay true), else works on ``DATA_DIR/cache`` directly.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 
+from regsidecar.cache.control import CacheControlError, Report, open_control
 from regsidecar.cli import add_settings_flags
 from regsidecar.commands import SubParsers
+
+_WHERE = (
+    " Works through the running sidecar when one answers on its operator address (listen, "
+    "or ops_listen), else on DATA_DIR/cache directly."
+)
 
 
 def register(sub: SubParsers) -> None:
     cache = sub.add_parser(
         "cache",
-        help="inspect or repair the local blob cache",
-        description="Work on the cache under DATA_DIR/cache.",
+        help="inspect, verify or trim the local blob cache",
+        description="Work on the blob cache under DATA_DIR/cache." + _WHERE,
     )
     cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    stats = cache_sub.add_parser(
+        "stats",
+        help="entries, bytes, limits and free disk of the cache",
+        description="Print the cache's entries, bytes, size bound, low watermark and the free "
+        "space of its disk." + _WHERE,
+    )
     verify = cache_sub.add_parser(
         "verify",
         help="re-hash every cached blob; remove those that do not match their digest",
         description="Re-hash every cached blob and remove those that do not match their "
-        "digest (they are fetched again on the next pull). Prints a JSON summary; exit status "
-        "1 if anything was removed.",
+        "digest (they are fetched again on the next pull). Exit status 1 if anything was "
+        "removed." + _WHERE,
     )
-    add_settings_flags(verify)
-    verify.set_defaults(run=run_verify)
+    gc = cache_sub.add_parser(
+        "gc",
+        help="trim least recently used blobs down to the low watermark",
+        description="Remove least recently used blobs until the cache is under "
+        "cache.low_watermark x cache.max_bytes and its disk has cache.min_free_bytes free. "
+        "Blobs being read or downloaded are never removed." + _WHERE,
+    )
+    gc.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
+    for p, run in ((stats, run_stats), (verify, run_verify), (gc, run_gc)):
+        add_settings_flags(p)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.set_defaults(run=run)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _act(args: argparse.Namespace, action: str) -> tuple[Report, str] | None:
+    control = open_control(args.settings)
+    calls: dict[str, Callable[[], Report]] = {
+        "stats": control.stats,
+        "verify": control.verify,
+        "gc": lambda: control.gc(dry_run=args.dry_run),
+    }
+    try:
+        report = calls[action]()
+    except CacheControlError as exc:
+        print(f"regsidecar: cache {action}: {exc}", file=sys.stderr)
+        return None
+    report["where"] = control.where
+    if args.json:
+        print(json.dumps(report))
+    return report, control.where
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    done = _act(args, "stats")
+    if done is None:
+        return 1
+    r, where = done
+    if not args.json:
+        print(f"cache      {r['root']} ({where})")
+        print(f"entries    {r['entries']}")
+        print(f"size       {human_bytes(r['bytes'])} of {human_bytes(r['max_bytes'])}")
+        print(f"trims to   {human_bytes(r['low_watermark_bytes'])} (low watermark)")
+        print(
+            f"disk free  {human_bytes(r['free_bytes'])} (keeps {human_bytes(r['min_free_bytes'])})"
+        )
+    return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from regsidecar.cache.store import BlobCache
+    done = _act(args, "verify")
+    if done is None:
+        return 1
+    r, where = done
+    if not args.json:
+        print(f"checked {r['checked']} blobs ({where}); removed {len(r['removed'])} corrupt")
+        for digest in r["removed"]:
+            print(f"  removed {digest}")
+    return 1 if r["removed"] else 0
 
-    settings = args.settings
-    cache = BlobCache(
-        settings.cache_dir,
-        max_bytes=settings.cache.max_bytes,
-        min_free_bytes=settings.cache.min_free_bytes,
-    )
-    cache.open()
-    checked, removed = cache.verify_all()
-    print(json.dumps({"checked": checked, "removed": removed}))
-    return 1 if removed else 0
+
+def run_gc(args: argparse.Namespace) -> int:
+    done = _act(args, "gc")
+    if done is None:
+        return 1
+    r, where = done
+    if not args.json:
+        verb = "would remove" if r["dry_run"] else "removed"
+        for item in r["removed"]:
+            print(f"  {verb} {item['digest']}  {human_bytes(item['bytes'])}")
+        print(
+            f"{verb} {len(r['removed'])} blobs, {human_bytes(r['bytes_freed'])} ({where}); "
+            f"cache now {r['entries']} entries, {human_bytes(r['bytes'])}"
+        )
+    return 0

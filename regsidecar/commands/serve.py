@@ -21,7 +21,7 @@ def register(sub: SubParsers) -> None:
         "holds content, and pings the watchdog when WatchdogSec= is set.",
     )
     add_settings_flags(serve)
-    serve.set_defaults(run=run_serve)
+    serve.set_defaults(run=run_serve, serves=True)
     demo = sub.add_parser(
         "demo",
         help="write a sample image into the embedded store, then serve",
@@ -29,7 +29,7 @@ def register(sub: SubParsers) -> None:
         "embedded filesystem store and serve it: docker pull localhost:5000/regsidecar/hello",
     )
     add_settings_flags(demo)
-    demo.set_defaults(run=run_demo)
+    demo.set_defaults(run=run_demo, serves=True)
 
 
 def run_serve(args: argparse.Namespace) -> int:

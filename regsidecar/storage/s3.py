@@ -76,6 +76,8 @@ class S3Driver:
         self.options = options
         self.retry = retry or RetryPolicy()
         self.on_retry: Callable[[], None] | None = None  # metrics hook
+        # metrics hook: (method, outcome ok|not_found|error, seconds to the response headers)
+        self.on_request: Callable[[str, str, float], None] | None = None
         self.region = region
         self._session = session
         self._credentials = credentials
@@ -143,6 +145,22 @@ class S3Driver:
 
     async def _request(
         self, method: str, url: str, key: str, headers: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            resp = await self._exchange(method, url, key, headers)
+            outcome = "ok"
+            return resp
+        except NotFound:
+            outcome = "not_found"
+            raise
+        finally:
+            if self.on_request is not None:
+                self.on_request(method, outcome, time.monotonic() - started)
+
+    async def _exchange(
+        self, method: str, url: str, key: str, headers: dict[str, str] | None
     ) -> aiohttp.ClientResponse:
         if self.clock.stale:
             await self.sample_clock()

@@ -37,7 +37,7 @@ def no_server_no_logging_no_ambient_config(monkeypatch: pytest.MonkeyPatch) -> I
     fake_app = types.ModuleType("regsidecar.api.app")
     fake_app.serve = serve  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "regsidecar.api.app", fake_app)
-    monkeypatch.setattr(logs, "setup", lambda level="info": None)
+    monkeypatch.setattr(logs, "setup", lambda level="info", stream=None: None)
     for var in [v for v in os.environ if v.startswith("REGSIDECAR_")]:
         monkeypatch.delenv(var)
     yield

@@ -10,6 +10,7 @@ from regsidecar import errors
 from regsidecar.errors import (
     BlobUnknown,
     ConfigError,
+    Denied,
     DigestInvalid,
     IntegrityError,
     ManifestInvalid,
@@ -40,6 +41,7 @@ TABLE: list[tuple[type[OCIError], str, int]] = [
     (BlobUnknown, "BLOB_UNKNOWN", 404),
     (PaginationInvalid, "PAGINATION_NUMBER_INVALID", 400),
     (Unsupported, "UNSUPPORTED", 405),
+    (Denied, "DENIED", 403),
     (Unavailable, "UNAVAILABLE", 503),
     (TooManyRequests, "TOOMANYREQUESTS", 429),
 ]

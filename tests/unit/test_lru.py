@@ -342,3 +342,22 @@ def test_evictable_excludes_pinned_entries() -> None:
     assert idx.evictable() == 10
     idx.unpin("b")
     assert idx.evictable() == 30
+
+
+def test_trim_goes_down_to_the_low_watermark_before_any_limit_is_crossed() -> None:
+    idx = LruIndex()
+    for key in "abcdef":
+        idx.add(key, 100)
+    idx.touch("a")
+    limits = {"max_bytes": 1000, "free_bytes": 10**9, "min_free_bytes": 0, "low_watermark": 0.25}
+    assert idx.plan(**limits) == []  # 600 of 1000: nothing to do on a write
+    # Down to 250: least recently used first ("a" was touched, so it goes last).
+    assert idx.plan(**limits, trim=True) == ["b", "c", "d", "e"]
+    idx.pin("b")
+    assert idx.plan(**limits, trim=True) == ["c", "d", "e", "f"]
+
+
+def test_trim_of_a_cache_already_under_the_watermark_removes_nothing() -> None:
+    idx = LruIndex()
+    idx.add("a", 100)
+    assert idx.plan(max_bytes=1000, free_bytes=10**9, min_free_bytes=0, trim=True) == []
