@@ -90,7 +90,7 @@ class LocalCache:
             low_watermark=settings.cache.low_watermark,
         )
         os.makedirs(settings.cache_dir, exist_ok=True)
-        self._cache.open()
+        self._cache.open(tidy=False)
 
     def stats(self) -> Report:
         return cache_report(self._cache)

@@ -58,12 +58,15 @@ class BlobCache:
 
     # -- start-up -----------------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Create the directories, drop leftover temp files, rebuild the index from disk."""
+    def open(self, *, tidy: bool = True) -> None:
+        """Create the directories and rebuild the index from disk; with ``tidy`` (the
+        sidecar's start-up) also drop leftover temp files and evict down to the limits. An
+        operator tool opens with ``tidy=False``: it changes nothing it was not asked to (a
+        dry run stays dry) and never touches downloads of a sidecar it failed to detect."""
         os.makedirs(self._tmp, exist_ok=True)
         os.makedirs(self._blobs, exist_ok=True)
         removed = 0
-        for entry in os.scandir(self._tmp):
+        for entry in os.scandir(self._tmp) if tidy else ():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
                 removed += 1
@@ -88,7 +91,8 @@ class BlobCache:
                 "temp_removed": removed,
             },
         )
-        self.evict()
+        if tidy:
+            self.evict()
 
     # -- lookups ------------------------------------------------------------------------------
 

@@ -13,6 +13,8 @@
 * ``dockerd``  -- Dockerd: a private docker daemon (vfs) with pull/image_inspect/rmi
 * ``podman``   -- Podman / pull with a private vfs store
 * ``faultproxy`` -- FaultProxy: reverse proxy before moto; 5xx, resets, stalls, down/up; request log
+* ``containers`` -- tiny offline docker images (a static binary that sleeps or exits), loaded
+                  with ``docker load``, for prune tests
 
 Install what it needs with ``tests/rig/install-deps.sh`` (Debian 12, root).
 """
