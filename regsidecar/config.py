@@ -77,6 +77,15 @@ def parse_size(value: Any) -> int:
     return int(Decimal(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
+def format_size(n: float) -> str:
+    """Bytes for people: ``512 B``, ``1.5 GiB`` (binary units, as :func:`parse_size` reads)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 ByteSize = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
 
 

@@ -57,7 +57,7 @@ from regsidecar.retry import DeadlineExceeded, RetryPolicy, retrying
 from regsidecar.storage.base import Driver
 from regsidecar.storage.filesystem import FilesystemDriver
 from regsidecar.storage.registry import RegistryReader
-from regsidecar.storage.s3 import S3Driver, S3Options
+from regsidecar.storage.s3 import S3Driver
 from regsidecar.upstream import CircuitBreaker, Fallbacks, Sources, UpstreamConfig
 
 log = logging.getLogger(__name__)
@@ -186,22 +186,7 @@ class Registry:
         driver: Driver
         cache: BlobCache | None = None
         if settings.storage_kind == "s3":
-            s3 = settings.s3
-            driver = await S3Driver.open(
-                S3Options(
-                    bucket=settings.s3_bucket,
-                    prefix=settings.s3_prefix,
-                    region=s3.region,
-                    endpoint_url=s3.endpoint_url,
-                    path_style=s3.path_style,
-                    connect_timeout_s=s3.connect_timeout_s,
-                    read_timeout_s=s3.read_timeout_s,
-                    max_connections=s3.max_connections,
-                ),
-                correct_clock=settings.clock.correct,
-                warn_offset_s=settings.clock.max_offset_warn_s,
-                retry=settings.retry.policy(),
-            )
+            driver = await S3Driver.from_settings(settings)
             c = settings.cache
             cache = BlobCache(
                 settings.cache_dir,

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from regsidecar.config import format_size
 from regsidecar.errors import OCIError
 from regsidecar.oci import mediatypes
 from regsidecar.oci.reference import parse_digest, parse_name, parse_tag
@@ -83,14 +84,6 @@ def blobs_of(manifest: dict[str, Any]) -> list[tuple[str, int]]:
     return out
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def render_progress(
     done: int, total: int, blobs_done: int, blobs_total: int, elapsed: float, width: int = 30
 ) -> str:
@@ -100,7 +93,7 @@ def render_progress(
     eta = f"ETA {int((total - done) / rate)}s" if rate > 0 and done < total else "ETA -"
     return (
         f"[{'#' * filled}{'-' * (width - filled)}] {frac:4.0%} "
-        f"{human_bytes(done):>10}/{human_bytes(total)} {human_bytes(rate):>10}/s  {eta}  "
+        f"{format_size(done):>10}/{format_size(total)} {format_size(rate):>10}/s  {eta}  "
         f"blobs {blobs_done}/{blobs_total}"
     )
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from regsidecar.cache.control import CacheControlError, Report, open_control
 from regsidecar.cli import add_settings_flags
 from regsidecar.commands import SubParsers
+from regsidecar.config import format_size
 
 _WHERE = (
     " Works through the running sidecar when one answers on its operator address (listen, "
@@ -55,14 +56,6 @@ def register(sub: SubParsers) -> None:
         p.set_defaults(run=run)
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
 def _act(args: argparse.Namespace, action: str) -> tuple[Report, str] | None:
     control = open_control(args.settings)
     calls: dict[str, Callable[[], Report]] = {
@@ -89,10 +82,10 @@ def run_stats(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"cache      {r['root']} ({where})")
         print(f"entries    {r['entries']}")
-        print(f"size       {human_bytes(r['bytes'])} of {human_bytes(r['max_bytes'])}")
-        print(f"trims to   {human_bytes(r['low_watermark_bytes'])} (low watermark)")
+        print(f"size       {format_size(r['bytes'])} of {format_size(r['max_bytes'])}")
+        print(f"trims to   {format_size(r['low_watermark_bytes'])} (low watermark)")
         print(
-            f"disk free  {human_bytes(r['free_bytes'])} (keeps {human_bytes(r['min_free_bytes'])})"
+            f"disk free  {format_size(r['free_bytes'])} (keeps {format_size(r['min_free_bytes'])})"
         )
     return 0
 
@@ -117,9 +110,9 @@ def run_gc(args: argparse.Namespace) -> int:
     if not args.json:
         verb = "would remove" if r["dry_run"] else "removed"
         for item in r["removed"]:
-            print(f"  {verb} {item['digest']}  {human_bytes(item['bytes'])}")
+            print(f"  {verb} {item['digest']}  {format_size(item['bytes'])}")
         print(
-            f"{verb} {len(r['removed'])} blobs, {human_bytes(r['bytes_freed'])} ({where}); "
-            f"cache now {r['entries']} entries, {human_bytes(r['bytes'])}"
+            f"{verb} {len(r['removed'])} blobs, {format_size(r['bytes_freed'])} ({where}); "
+            f"cache now {r['entries']} entries, {format_size(r['bytes'])}"
         )
     return 0

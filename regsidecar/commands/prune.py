@@ -14,6 +14,7 @@ from typing import Any
 
 from regsidecar.cli import add_settings_flags
 from regsidecar.commands import SubParsers
+from regsidecar.config import format_size
 
 Report = dict[str, Any]
 
@@ -137,14 +138,6 @@ def _cache(args: argparse.Namespace) -> Report:
 # -- human output -----------------------------------------------------------------------------
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
 def _short(object_id: str) -> str:
     return object_id.rpartition(":")[2][:12]
 
@@ -172,11 +165,11 @@ def _print(r: Report) -> None:
             f"{_plural(len(d['images']), 'image')}"
         )
         rows = [
-            ("container", _short(c["id"]), c["name"], human_bytes(c["bytes"]), c["state"])
+            ("container", _short(c["id"]), c["name"], format_size(c["bytes"]), c["state"])
             for c in d["containers"]
         ]
         rows += [
-            ("image", _short(i["id"]), _tags(i), human_bytes(i["bytes"]), i["reason"])
+            ("image", _short(i["id"]), _tags(i), format_size(i["bytes"]), i["reason"])
             for i in d["images"]
         ]
         rows += [("kept", _short(k["id"]), _tags(k), "", k["reason"]) for k in d["kept"]]
@@ -187,7 +180,7 @@ def _print(r: Report) -> None:
             _table(rows)
         how = "estimate, at least" if d["estimate"] else "measured by docker"
         done = "reclaimable" if d["dry_run"] else "reclaimed"
-        print(f"  {done}: {human_bytes(d['bytes_reclaimed'])} ({how})")
+        print(f"  {done}: {format_size(d['bytes_reclaimed'])} ({how})")
     c = r["cache"]
     if "skipped" in c:
         print(f"cache: skipped ({c['skipped']})")
@@ -196,11 +189,11 @@ def _print(r: Report) -> None:
     else:
         print(
             f"cache ({c['where']}): {verb} {_plural(len(c['removed']), 'blob')}, "
-            f"{human_bytes(c['bytes_freed'])}; {_plural(c['entries'], 'blob')}, "
-            f"{human_bytes(c['bytes'])} left"
+            f"{format_size(c['bytes_freed'])}; {_plural(c['entries'], 'blob')}, "
+            f"{format_size(c['bytes'])} left"
         )
     done = "reclaimable" if r["dry_run"] else "reclaimed"
-    print(f"total {done}: {human_bytes(r['bytes_reclaimed'])}")
+    print(f"total {done}: {format_size(r['bytes_reclaimed'])}")
 
 
 def _tags(row: Report) -> str:

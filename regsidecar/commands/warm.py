@@ -13,7 +13,8 @@ from typing import TextIO
 from regsidecar.cache.control import ops_url
 from regsidecar.cli import add_settings_flags
 from regsidecar.commands import SubParsers
-from regsidecar.warm import Progress, host_platform, human_bytes, render_progress, warm_all
+from regsidecar.config import format_size
+from regsidecar.warm import Progress, host_platform, render_progress, warm_all
 
 
 def register(sub: SubParsers) -> None:
@@ -146,11 +147,11 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(
                     f"ok    {r.image}  {r.digest[:19]}  {r.manifests} manifests, {r.blobs} "
-                    f"blobs ({r.cached} already cached), {human_bytes(r.bytes)}"
+                    f"blobs ({r.cached} already cached), {format_size(r.bytes)}"
                 )
         print(
             f"warmed {len(results) - len(failed)}/{len(results)} images: {summary['blobs']} "
-            f"blobs, {human_bytes(total)} in {elapsed:.1f} s "
-            f"({human_bytes(rate)}/s)"
+            f"blobs, {format_size(total)} in {elapsed:.1f} s "
+            f"({format_size(rate)}/s)"
         )
     return 1 if failed else 0

@@ -27,11 +27,13 @@ from yarl import URL
 
 from regsidecar.clock.signer import ClockedS3Signer
 from regsidecar.clock.skew import SkewEstimator
+from regsidecar.config import Settings
 from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
 from regsidecar.retry import DeadlineExceeded, RetryPolicy, retrying
 from regsidecar.storage.base import CHUNK
 
-_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+# Any namespace, or none: S3 uses doc/2006-03-01, some S3-compatible stores another or none.
+_NS = "{*}"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -127,6 +129,46 @@ class S3Driver:
             warn_offset_s=warn_offset_s,
             retry=retry,
         )
+
+    @classmethod
+    async def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        timeout_s: float | None = None,
+        max_connections: int | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> S3Driver:
+        """The driver for ``settings.storage`` (an ``s3://`` URL). ``timeout_s`` caps the
+        connect and read timeouts and ``retry`` replaces the configured policy: a short-lived
+        tool (doctor) reports trouble rather than riding it out."""
+        s3 = settings.s3
+        connect, read = s3.connect_timeout_s, s3.read_timeout_s
+        if timeout_s is not None:
+            connect, read = min(connect, timeout_s), min(read, timeout_s)
+        return await cls.open(
+            S3Options(
+                bucket=settings.s3_bucket,
+                prefix=settings.s3_prefix,
+                region=s3.region,
+                endpoint_url=s3.endpoint_url,
+                path_style=s3.path_style,
+                connect_timeout_s=connect,
+                read_timeout_s=read,
+                max_connections=max_connections or s3.max_connections,
+            ),
+            correct_clock=settings.clock.correct,
+            warn_offset_s=settings.clock.max_offset_warn_s,
+            retry=retry or settings.retry.policy(),
+        )
+
+    @property
+    def credentials_method(self) -> str | None:
+        """Where botocore found the credentials (``iam-role``, ``env``, ``shared-credentials-
+        file``...), or None when there are none; never the credentials themselves."""
+        if self._credentials is None:
+            return None
+        return str(getattr(self._credentials, "method", "unknown"))
 
     # -- requests -------------------------------------------------------------------------
 
@@ -340,7 +382,7 @@ class S3Driver:
                 root = ET.fromstring(body)
             except ET.ParseError as exc:
                 raise UpstreamUnavailable(prefix, "unreadable ListObjectsV2 answer") from exc
-            for cp in root.iter(f"{_NS}CommonPrefixes"):
+            for cp in root.findall(f"{_NS}CommonPrefixes"):
                 p = cp.findtext(f"{_NS}Prefix") or ""
                 name = p[len(full) :].rstrip("/")
                 if name:
