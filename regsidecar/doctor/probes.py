@@ -1,0 +1,308 @@
+"""Probes: the doctor's I/O edge. Each reads one thing the sidecar depends on, bounded by
+:data:`NETWORK_TIMEOUT_S` per request, and returns facts (or a finished row) for
+:mod:`regsidecar.doctor.verdicts` to judge.
+
+    probe_store     S3 (the sidecar's own driver, short timeouts, one retry) or a directory:
+                    list repositories/, read one tag's current/link; S3's clock offset too
+    probe_cache     write and remove a temp file in DATA_DIR/cache; statvfs; bytes cached
+    probe_sidecar   GET /v2/, then /readyz, on the listen address
+    probe_docker    the daemon's info through the docker SDK; daemon.json's log-opts
+
+Errors a probe expects (refused, denied, missing) become facts; anything else is the caller's
+to bound and report (see :func:`regsidecar.doctor.report.run_checks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import tempfile
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import botocore.exceptions
+
+from regsidecar.config import Settings
+from regsidecar.doctor.docker_verdicts import (
+    data_root_verdict,
+    docker_reachable,
+    docker_unreachable,
+    log_driver_verdict,
+    registry_verdict,
+)
+from regsidecar.doctor.verdicts import (
+    MAX_LISTINGS,
+    Check,
+    ErrorKind,
+    SidecarProbe,
+    StoreProbe,
+    cache_verdict,
+)
+from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
+from regsidecar.retry import RetryPolicy
+from regsidecar.storage import layout
+from regsidecar.storage.base import Driver
+from regsidecar.storage.filesystem import FilesystemDriver
+from regsidecar.storage.s3 import AccessDenied, ClockSkewed, S3Driver
+
+#: Timeout of one network request (connect or read) made by the doctor.
+NETWORK_TIMEOUT_S = 4.0
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+# One retry: a doctor reports trouble, it does not ride it out.
+_S3_RETRY = RetryPolicy(max_attempts=2, base_delay_s=0.2, max_delay_s=0.5, deadline_s=10.0)
+
+
+# -- store ----------------------------------------------------------------------------------------
+
+
+async def probe_store(settings: Settings) -> tuple[StoreProbe, float | None]:
+    """Read the store as the sidecar would. For S3 also the clock offset (None: no sample)."""
+    if settings.storage_kind != "s3":
+        root = settings.filesystem_root
+        probe = StoreProbe(root, "filesystem")
+        if not await asyncio.to_thread(os.path.isdir, root):
+            return replace(probe, error="no such directory", error_kind="missing"), None
+        return await _read_store(FilesystemDriver(root), probe), None
+    try:
+        driver = await S3Driver.from_settings(
+            settings, timeout_s=NETWORK_TIMEOUT_S, max_connections=4, retry=_S3_RETRY
+        )
+    except botocore.exceptions.BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
+        probe = StoreProbe(settings.storage, "s3", error=describe(exc), error_kind="config")
+        return probe, None
+    try:
+        await driver.sample_clock()
+        base = StoreProbe(
+            driver.description,
+            "s3",
+            credentials=driver.credentials_method,
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+        )
+        probe = await _read_store(driver, base)
+        return probe, (driver.clock.offset if driver.clock.samples else None)
+    finally:
+        await driver.close()
+
+
+async def _read_store(driver: Driver, probe: StoreProbe) -> StoreProbe:
+    """List the repositories, then find one tag (depth first, bounded) and read its link."""
+    top: list[str] = []
+    try:
+        top = await driver.list_children(layout.repositories_dir())
+        stack = list(reversed(top))
+        listings = 0
+        while stack and listings < MAX_LISTINGS:
+            name = stack.pop()
+            children = await driver.list_children(layout.repository(name))
+            listings += 1
+            if "_manifests" in children:
+                tags = await driver.list_children(layout.tags_dir(name))
+                listings += 1
+                if tags:
+                    key = layout.tag_current_link(name, tags[0])
+                    probe = replace(probe, tag=f"{name}:{tags[0]}", link_key=key, step="get")
+                    link = await driver.get(key, max_bytes=1024)
+                    return replace(probe, repositories=len(top), link=_text(link))
+            stack.extend(f"{name}/{c}" for c in reversed(children) if not c.startswith("_"))
+        return replace(probe, repositories=len(top))
+    except (StorageError, OSError) as exc:
+        error = _one_line(str(exc))
+        return replace(probe, repositories=len(top), error=error, error_kind=_error_kind(exc))
+
+
+def _error_kind(exc: BaseException) -> ErrorKind:
+    if isinstance(exc, ClockSkewed):
+        return "skewed"
+    if isinstance(exc, AccessDenied | PermissionError):
+        return "denied"
+    if isinstance(exc, UpstreamUnavailable):
+        return "unreachable"
+    if isinstance(exc, NotFound | FileNotFoundError):
+        return "missing"
+    return "other"
+
+
+def describe(exc: BaseException) -> str:
+    """``TypeName: message`` on one line, for a row's detail."""
+    text = str(exc)
+    return _one_line(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace").strip()[:80]
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- cache ----------------------------------------------------------------------------------------
+
+
+def probe_cache(settings: Settings) -> Check:
+    """Write and remove a temp file in DATA_DIR/cache (creating the directories for the test
+    and removing what it created: run as another user, it must leave nothing owned by it)."""
+    path = settings.cache_dir
+    created: list[str] = []
+    probe_dir = os.path.abspath(path)
+    while not os.path.exists(probe_dir):
+        created.append(probe_dir)
+        probe_dir = os.path.dirname(probe_dir)
+    c = settings.cache
+    try:
+        for d in reversed(created):
+            os.mkdir(d)
+        fd, tmp = tempfile.mkstemp(prefix=".doctor-", dir=path)
+        os.close(fd)
+        os.unlink(tmp)
+        st = os.statvfs(path)
+    except OSError as exc:
+        return cache_verdict(
+            path,
+            free=0,
+            cached=0,
+            max_bytes=c.max_bytes,
+            min_free=c.min_free_bytes,
+            write_error=exc.strerror or str(exc),
+        )
+    finally:
+        for d in created:
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+    return cache_verdict(
+        path,
+        free=st.f_bavail * st.f_frsize,
+        cached=_tree_bytes(os.path.join(path, "blobs")),
+        max_bytes=c.max_bytes,
+        min_free=c.min_free_bytes,
+    )
+
+
+def _tree_bytes(root: str) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(dirpath, f)).st_size
+    return total
+
+
+# -- sidecar --------------------------------------------------------------------------------------
+
+
+def sidecar_url(listen: str) -> str:
+    """Where a local client reaches ``listen`` (a wildcard address means loopback)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def probe_sidecar(listen: str) -> SidecarProbe:
+    url = sidecar_url(listen)
+    timeout = aiohttp.ClientTimeout(total=NETWORK_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        try:
+            async with session.get(f"{url}/v2/") as resp:
+                status, version = resp.status, resp.headers.get("Docker-Distribution-API-Version")
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, ConnectionRefusedError):
+                return SidecarProbe(url, refused=True)
+            return SidecarProbe(url, error=describe(exc))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return SidecarProbe(url, error=describe(exc))
+        probe = SidecarProbe(url, status=status, api_version=version)
+        if status != 200:
+            return probe
+        try:
+            async with session.get(f"{url}/readyz") as resp:
+                ready, body = resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            return probe  # /v2/ answered: that verdict stands
+        if ready not in (200, 503):
+            return probe  # 404: a sidecar from before /readyz
+        return replace(probe, ready_status=ready, ready_detail=_ready_detail(body))
+
+
+def _ready_detail(body: bytes) -> str:
+    """The reason a /readyz answer gives (``{"ready": false, "reason": ..., ...}``)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return _one_line(body.decode("utf-8", "replace"), 200)
+    if isinstance(doc, dict):
+        if doc.get("reason"):
+            return _one_line(str(doc["reason"]), 200)
+        doc = {k: v for k, v in doc.items() if k not in ("ready", "status")}
+    return _one_line(json.dumps(doc, separators=(",", ":"), sort_keys=True), 200)
+
+
+# -- docker ---------------------------------------------------------------------------------------
+
+
+def probe_docker(host: str | None, daemon_json: str, port: int) -> list[Check]:
+    """The daemon through the docker SDK (untyped: Any stays in here)."""
+    docker: Any = importlib.import_module("docker")
+    requests: Any = importlib.import_module("requests")
+    shown = host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    errors: tuple[type[BaseException], ...] = (
+        docker.errors.DockerException,
+        requests.exceptions.RequestException,
+        OSError,
+    )
+    try:
+        client = (
+            docker.DockerClient(base_url=host, timeout=NETWORK_TIMEOUT_S)
+            if host
+            else docker.from_env(timeout=NETWORK_TIMEOUT_S)
+        )
+    except errors as exc:
+        return [docker_unreachable(shown, _one_line(str(exc), 200))]
+    try:
+        info: dict[str, Any] = client.info()
+    except errors as exc:
+        return [docker_unreachable(shown, _one_line(str(exc), 200))]
+    finally:
+        client.close()
+    root = str(info.get("DockerRootDir") or "")
+    free = total = None
+    with contextlib.suppress(OSError):
+        st = os.statvfs(root)
+        free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    registry = info.get("RegistryConfig") or {}
+    insecure_names = [
+        name
+        for name, cfg in (registry.get("IndexConfigs") or {}).items()
+        if isinstance(cfg, dict) and cfg.get("Secure") is False
+    ]
+    return [
+        docker_reachable(shown, str(info.get("ServerVersion", "?"))),
+        data_root_verdict(root or "?", free, total),
+        log_driver_verdict(
+            str(info.get("LoggingDriver", "?")), read_log_opts(daemon_json), daemon_json
+        ),
+        registry_verdict(port, registry.get("InsecureRegistryCIDRs") or [], insecure_names),
+    ]
+
+
+def read_log_opts(path: str) -> dict[str, Any] | None:
+    """``log-opts`` of a daemon.json; {} if the file does not exist (defaults apply), None if
+    it cannot be read or parsed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        return None
+    opts = doc.get("log-opts") if isinstance(doc, dict) else None
+    return dict(opts) if isinstance(opts, dict) else {}
