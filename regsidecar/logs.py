@@ -14,8 +14,8 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web_request import BaseRequest
 from aiohttp.web_fileresponse import FileResponse
+from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 if TYPE_CHECKING:
