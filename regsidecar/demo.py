@@ -28,7 +28,7 @@ _BASE = 0x400000
 _HEADERS = 64 + 56
 
 
-def _elf(machine: int, code: bytes) -> bytes:
+def elf64(machine: int, code: bytes) -> bytes:
     """A static ELF64 executable with one PT_LOAD segment holding ``code`` (then data)."""
     size = _HEADERS + len(code)
     ehdr = (
@@ -55,7 +55,7 @@ def _x86_64(msg: bytes) -> bytes:
         + b"\x31\xff"  # xor edi, edi
         + b"\x0f\x05"  # syscall
     )
-    return _elf(62, code + msg)
+    return elf64(62, code + msg)
 
 
 def _aarch64(msg: bytes) -> bytes:
@@ -69,7 +69,7 @@ def _aarch64(msg: bytes) -> bytes:
         0xD2800BA8,  # mov x8, #93 (exit)
         0xD4000001,  # svc #0
     ]
-    return _elf(183, struct.pack("<8I", *words) + msg)
+    return elf64(183, struct.pack("<8I", *words) + msg)
 
 
 PROGRAMS = {"amd64": _x86_64(GREETING), "arm64": _aarch64(GREETING)}

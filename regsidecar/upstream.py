@@ -27,7 +27,7 @@ from yarl import URL
 from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
 from regsidecar.oci import mediatypes
 from regsidecar.oci.reference import Digest, parse_digest
-from regsidecar.storage.base import CHUNK
+from regsidecar.storage.base import CHUNK, RequestHook, observed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,8 +111,7 @@ class RegistryClient:
         self._session = session
         self.breaker = breaker
         self._tokens: dict[str, str] = {}  # scope -> bearer token
-        # metrics hook: (method, outcome ok|not_found|error, seconds to the response headers)
-        self.on_request: Callable[[str, str, float], None] | None = None
+        self.on_request: RequestHook | None = None  # metrics hook
 
     def _basic(self) -> str | None:
         if self.config.username is None:
@@ -140,18 +139,7 @@ class RegistryClient:
         self, method: str, path: str, what: str, headers: dict[str, str] | None = None
     ) -> aiohttp.ClientResponse:
         """One request with auth handled; raises NotFound / UpstreamUnavailable / StorageError."""
-        started = time.monotonic()
-        outcome = "error"
-        try:
-            resp = await self._exchange(method, path, what, headers)
-            outcome = "ok"
-            return resp
-        except NotFound:
-            outcome = "not_found"
-            raise
-        finally:
-            if self.on_request is not None:
-                self.on_request(method, outcome, time.monotonic() - started)
+        return await observed(self.on_request, method, self._exchange(method, path, what, headers))
 
     async def ping(self, timeout_s: float = 2.0) -> bool:
         """Whether the registry answers ``GET /v2/`` at all (a 401 counts: it is there)."""

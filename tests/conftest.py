@@ -10,8 +10,10 @@ import pytest
 
 from regsidecar.demo import write_sample
 from regsidecar.storage.filesystem import FilesystemDriver
+from tests.rig.faultproxy import FaultProxy
 from tests.rig.moto import MotoServer
 from tests.rig.proc import missing
+from tests.s3tree import BucketWriter
 
 
 def require(*binaries: str) -> None:
@@ -33,6 +35,32 @@ def bucket(moto: MotoServer) -> str:
     name = f"b-{uuid.uuid4().hex[:12]}"
     moto.create_bucket(name)
     return name
+
+
+@pytest.fixture
+def writer(moto: MotoServer, bucket: str) -> BucketWriter:
+    """Writes registry:2 objects straight into the test's bucket."""
+    return BucketWriter(moto.client(), bucket)
+
+
+@pytest.fixture
+def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of moto (a sidecar's S3 endpoint in fault tests)."""
+    with FaultProxy(moto.endpoint_url) as p:
+        yield p
+
+
+def s3_args(endpoint_url: str, bucket: str) -> list[str]:
+    """Sidecar flags for ``s3://bucket`` at ``endpoint_url`` (path style, us-east-1)."""
+    return [
+        "--storage",
+        f"s3://{bucket}",
+        "--s3-endpoint-url",
+        endpoint_url,
+        "--s3-path-style",
+        "--s3-region",
+        "us-east-1",
+    ]
 
 
 @pytest.fixture

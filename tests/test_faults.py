@@ -32,7 +32,7 @@ import pytest
 
 from regsidecar.oci import mediatypes
 from regsidecar.storage import layout
-from tests.conftest import require
+from tests.conftest import require, s3_args
 from tests.rig.dockerd import Dockerd
 from tests.rig.faultproxy import FaultProxy
 from tests.rig.images import OCIImage, build_oci_layout
@@ -57,31 +57,12 @@ ACCEPT = ", ".join(
 # -- helpers --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
-    with FaultProxy(moto.endpoint_url) as p:
-        yield p
-
-
-@pytest.fixture
-def writer(moto: MotoServer, bucket: str) -> BucketWriter:
-    return BucketWriter(moto.client(), bucket)
-
-
 def _sidecar(
     proxy: FaultProxy, bucket: str, data_dir: Path, env: dict[str, str] | None = None
 ) -> Sidecar:
     """A sidecar whose S3 endpoint is the proxy."""
     return Sidecar(
-        [
-            "--storage",
-            f"s3://{bucket}",
-            "--s3-endpoint-url",
-            proxy.url,
-            "--s3-path-style",
-            "--s3-region",
-            "us-east-1",
-        ],
+        s3_args(proxy.url, bucket),
         data_dir=data_dir,
         env={"REGSIDECAR_CACHE_MIN_FREE_BYTES": "0", **(env or {})},
     )

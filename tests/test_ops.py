@@ -16,16 +16,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import require
+from tests.conftest import require, s3_args
 from tests.rig.faultproxy import FaultProxy
-from tests.rig.moto import MotoServer
 from tests.rig.ports import free_port
 from tests.rig.skopeo import copy_to_dir
 from tests.s3tree import BucketWriter
@@ -34,32 +32,9 @@ from tests.sidecar import Sidecar, wait_for
 pytestmark = pytest.mark.rig
 
 
-@pytest.fixture
-def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
-    with FaultProxy(moto.endpoint_url) as p:
-        yield p
-
-
-@pytest.fixture
-def writer(moto: MotoServer, bucket: str) -> BucketWriter:
-    return BucketWriter(moto.client(), bucket)
-
-
-def _s3_args(proxy: FaultProxy, bucket: str) -> list[str]:
-    return [
-        "--storage",
-        f"s3://{bucket}",
-        "--s3-endpoint-url",
-        proxy.url,
-        "--s3-path-style",
-        "--s3-region",
-        "us-east-1",
-    ]
-
-
 def _sidecar(proxy: FaultProxy, bucket: str, **kw: Any) -> Sidecar:
     env = {"REGSIDECAR_CACHE_MIN_FREE_BYTES": "0", **kw.pop("env", {})}
-    return Sidecar(_s3_args(proxy, bucket), env=env, **kw)
+    return Sidecar(s3_args(proxy.url, bucket), env=env, **kw)
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, Any]:

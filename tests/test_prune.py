@@ -8,9 +8,7 @@ image and a tagged recent one nothing uses. Afterwards the daemon is emptied aga
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ from typing import Any
 import docker
 import pytest
 
+from tests.cachefiles import write_blobs
 from tests.conftest import require
 from tests.rig.containers import TinyImage, load
 from tests.rig.dockerd import Dockerd
@@ -243,21 +242,6 @@ def test_unreachable_daemon_is_reported_and_the_cache_is_still_trimmed(tmp_path:
     assert report["docker"] == {"skipped": "--no-docker"}
 
 
-def _blobs(data_dir: Path, sizes_kib: list[int]) -> list[Path]:
-    """Cache files named by their digest, oldest first (mtime one minute apart)."""
-    root = data_dir / "cache" / "blobs" / "sha256"
-    root.mkdir(parents=True)
-    t0 = time.time() - 3600
-    paths = []
-    for n, size in enumerate(sizes_kib):
-        data = hashlib.sha256(str(n).encode()).digest() * (size * KiB // 32)
-        path = root / hashlib.sha256(data).hexdigest()
-        path.write_bytes(data)
-        os.utime(path, (t0 + 60 * n, t0 + 60 * n))
-        paths.append(path)
-    return paths
-
-
 @pytest.mark.parametrize(
     "total_kib",
     [
@@ -270,7 +254,7 @@ def test_cache_is_trimmed_to_its_low_watermark_and_a_dry_run_removes_nothing(
     tmp_path: Path, total_kib: int
 ) -> None:
     """max 1000 KiB, low watermark 0.9: the oldest 50 KiB blobs go until <= 900 KiB."""
-    blobs = _blobs(tmp_path, [50] * (total_kib // 50))
+    blobs = write_blobs(tmp_path, [50] * (total_kib // 50))
     env = {"REGSIDECAR_CACHE_MIN_FREE_BYTES": "0"}
     args = ("--no-docker", "--cache-max-bytes", "1000KiB")
     n_gone = (total_kib - 900 + 49) // 50

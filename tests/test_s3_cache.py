@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from regsidecar.storage import layout
+from tests.conftest import s3_args
 from tests.rig.moto import MotoServer
 from tests.s3tree import BucketWriter, digest_of
 from tests.sidecar import Sidecar
@@ -23,27 +24,10 @@ from tests.sidecar import Sidecar
 MiB = 1024 * 1024
 
 
-def _s3_args(moto: MotoServer, bucket: str) -> list[str]:
-    return [
-        "--storage",
-        f"s3://{bucket}",
-        "--s3-endpoint-url",
-        moto.endpoint_url,
-        "--s3-path-style",
-        "--s3-region",
-        "us-east-1",
-    ]
-
-
-@pytest.fixture
-def writer(moto: MotoServer, bucket: str) -> BucketWriter:
-    return BucketWriter(moto.client(), bucket)
-
-
 @pytest.fixture
 def sidecar(moto: MotoServer, bucket: str, tmp_path: Path) -> Iterator[Sidecar]:
     sc = Sidecar(
-        _s3_args(moto, bucket),
+        s3_args(moto.endpoint_url, bucket),
         data_dir=tmp_path / "data",
         env={"REGSIDECAR_CACHE_MIN_FREE_BYTES": "0"},
     )
@@ -157,7 +141,7 @@ async def test_restart_serves_cache_hits_without_reading_s3_blob_data(
     """A restarted sidecar rebuilds its index from disk and drops leftover temp files."""
     manifest, layers = writer.image("app", "v1", [os.urandom(2 * MiB), os.urandom(1 * MiB)])
     data_dir = tmp_path / "data"
-    args = _s3_args(moto, bucket)
+    args = s3_args(moto.endpoint_url, bucket)
     accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
     with Sidecar(args, data_dir=data_dir) as sc:
         async with aiohttp.ClientSession() as session:
@@ -191,7 +175,7 @@ async def test_eviction_keeps_cache_under_max_bytes_while_pulling(
     max_bytes = 4 * MiB
     data_dir = tmp_path / "data"
     sc = Sidecar(
-        _s3_args(moto, bucket),
+        s3_args(moto.endpoint_url, bucket),
         data_dir=data_dir,
         env={"REGSIDECAR_CACHE_MAX_BYTES": str(max_bytes), "REGSIDECAR_CACHE_MIN_FREE_BYTES": "0"},
     )

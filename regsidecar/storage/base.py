@@ -7,10 +7,33 @@ Every driver passes the same conformance suite (``tests/storage_conformance.py``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, TypeVar, runtime_checkable
+
+from regsidecar.errors import NotFound
 
 CHUNK = 256 * 1024
+T = TypeVar("T")
+
+# A metrics hook: (method, outcome "ok" | "not_found" | "error", seconds to the answer).
+RequestHook = Callable[[str, str, float], None]
+
+
+async def observed(hook: RequestHook | None, method: str, call: Awaitable[T]) -> T:
+    """Await ``call`` (one upstream request) and report its outcome and duration to ``hook``."""
+    started = time.monotonic()
+    outcome = "error"
+    try:
+        result = await call
+        outcome = "ok"
+        return result
+    except NotFound:
+        outcome = "not_found"
+        raise
+    finally:
+        if hook is not None:
+            hook(method, outcome, time.monotonic() - started)
 
 
 @runtime_checkable

@@ -30,7 +30,7 @@ from regsidecar.clock.skew import SkewEstimator
 from regsidecar.config import Settings
 from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
 from regsidecar.retry import DeadlineExceeded, RetryPolicy, retrying
-from regsidecar.storage.base import CHUNK
+from regsidecar.storage.base import CHUNK, RequestHook, observed
 
 # Any namespace, or none: S3 uses doc/2006-03-01, some S3-compatible stores another or none.
 _NS = "{*}"
@@ -78,8 +78,7 @@ class S3Driver:
         self.options = options
         self.retry = retry or RetryPolicy()
         self.on_retry: Callable[[], None] | None = None  # metrics hook
-        # metrics hook: (method, outcome ok|not_found|error, seconds to the response headers)
-        self.on_request: Callable[[str, str, float], None] | None = None
+        self.on_request: RequestHook | None = None  # metrics hook
         self.region = region
         self._session = session
         self._credentials = credentials
@@ -188,18 +187,7 @@ class S3Driver:
     async def _request(
         self, method: str, url: str, key: str, headers: dict[str, str] | None = None
     ) -> aiohttp.ClientResponse:
-        started = time.monotonic()
-        outcome = "error"
-        try:
-            resp = await self._exchange(method, url, key, headers)
-            outcome = "ok"
-            return resp
-        except NotFound:
-            outcome = "not_found"
-            raise
-        finally:
-            if self.on_request is not None:
-                self.on_request(method, outcome, time.monotonic() - started)
+        return await observed(self.on_request, method, self._exchange(method, url, key, headers))
 
     async def _exchange(
         self, method: str, url: str, key: str, headers: dict[str, str] | None

@@ -29,27 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from regsidecar.demo import elf64
+
 from .dockerd import Dockerd
 
 Program = Literal["sleep", "exit"]
 
-_BASE = 0x400000
-_HEADERS = 64 + 56
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-
-
-def _elf(machine: int, code: bytes) -> bytes:
-    """A static ELF64 executable with one PT_LOAD segment holding ``code``."""
-    size = _HEADERS + len(code)
-    ehdr = (
-        b"\x7fELF\x02\x01\x01\x00"
-        + b"\x00" * 8
-        + struct.pack(
-            "<HHIQQQIHHHHHH", 2, machine, 1, _BASE + _HEADERS, 64, 0, 0, 64, 56, 1, 0, 0, 0
-        )
-    )
-    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, _BASE, _BASE, size, size, 0x1000)
-    return ehdr + phdr + code
 
 
 def docker_arch() -> str:
@@ -66,9 +52,9 @@ def program(kind: Program, arch: str | None = None) -> bytes:
     if arch == "amd64":
         if kind == "sleep":
             # loop: mov eax, 34 (pause); syscall; jmp loop
-            return _elf(62, b"\xb8\x22\x00\x00\x00\x0f\x05\xeb\xf7")
+            return elf64(62, b"\xb8\x22\x00\x00\x00\x0f\x05\xeb\xf7")
         # mov eax, 60 (exit); xor edi, edi; syscall
-        return _elf(62, b"\xb8\x3c\x00\x00\x00\x31\xff\x0f\x05")
+        return elf64(62, b"\xb8\x3c\x00\x00\x00\x31\xff\x0f\x05")
     if kind == "sleep":
         words = [
             0xD2800000,  # loop: mov x0, #0
@@ -81,7 +67,7 @@ def program(kind: Program, arch: str | None = None) -> bytes:
         ]
     else:
         words = [0xD2800000, 0xD2800BA8, 0xD4000001]  # mov x0, #0; mov x8, #93 (exit); svc #0
-    return _elf(183, struct.pack(f"<{len(words)}I", *words))
+    return elf64(183, struct.pack(f"<{len(words)}I", *words))
 
 
 def _iso(ts: float) -> str:
