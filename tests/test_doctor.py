@@ -22,7 +22,7 @@ import pytest
 
 from regsidecar.doctor.docker_verdicts import DOCKER_MIN_FREE_BYTES, DOCKER_MIN_FREE_FRACTION
 from regsidecar.doctor.probes import read_log_opts
-from tests.conftest import require
+from tests.conftest import require, s3_args
 from tests.rig.dockerd import Dockerd
 from tests.rig.moto import MotoServer
 from tests.rig.ports import free_port
@@ -97,18 +97,6 @@ def doctor(
         if ft is not None:
             FakeTime.cleanup_shm(proc.pid)
     return Report(proc.returncode, out, err)
-
-
-def s3_args(endpoint: str, bucket: str) -> list[str]:
-    return [
-        "--storage",
-        f"s3://{bucket}",
-        "--s3-endpoint-url",
-        endpoint,
-        "--s3-path-style",
-        "--s3-region",
-        "us-east-1",
-    ]
 
 
 def table_rows(stdout: str) -> tuple[list[list[str]], list[str]]:
