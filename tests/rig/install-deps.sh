@@ -18,7 +18,7 @@ set -euo pipefail
 NODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/node"
 
 APT_PKGS=(docker.io skopeo podman docker-registry nginx hey faketime uidmap util-linux mount
-          ca-certificates qemu-user apache2-utils systemd)
+          ca-certificates qemu-user apache2-utils systemd iproute2)
 PY="${PYTHON:-python3}"
 LOG="$(mktemp -t rig-install-deps.XXXXXX.log)"
 POLICY_RC=/usr/sbin/policy-rc.d
