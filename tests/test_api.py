@@ -365,3 +365,27 @@ async def test_sidecar_survives_bad_input_without_a_traceback(
         e for e in logs if e.get("level") == "error"
     ][:3]
     assert not [e for e in logs if "Traceback" in json.dumps(e)]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        (f"/v2/{REPOSITORY}/manifests/no-such-tag", 404, "MANIFEST_UNKNOWN"),
+        (f"/v2/{REPOSITORY}/blobs/sha256:{'0' * 64}", 404, "BLOB_UNKNOWN"),
+        (f"/v2/{REPOSITORY}/blobs/sha256:xyz", 400, "DIGEST_INVALID"),
+        ("/v2/Bad_Name/manifests/latest", 400, "NAME_INVALID"),
+    ],
+)
+async def test_head_errors_have_the_status_and_length_but_no_body(
+    sidecar: Sidecar, http: aiohttp.ClientSession, path: str, status: int, code: str
+) -> None:
+    """A HEAD that fails gets the same status as the GET (never a 500), the Content-Length of
+    the GET's OCI error body, and no body."""
+    async with http.get(sidecar.url + path) as r:
+        assert r.status == status
+        body = await r.read()
+        assert json.loads(body)["errors"][0]["code"] == code
+    async with http.head(sidecar.url + path) as r:
+        assert r.status == status
+        assert int(r.headers["Content-Length"]) == len(body)
+        assert await r.read() == b""

@@ -26,16 +26,14 @@ _HTTP_CODES = {405: "UNSUPPORTED", 413: "SIZE_INVALID", 429: "TOOMANYREQUESTS"}
 
 
 def error_response(err: OCIError, method: str) -> web.Response:
-    body = json.dumps(err.body()).encode()
-    resp = web.Response(
+    """The error as OCI JSON. For HEAD the body is set all the same: aiohttp then sends its
+    Content-Length and no body, as the spec's HEAD answers want."""
+    return web.Response(
         status=err.status,
-        body=None if method == "HEAD" else body,
+        body=json.dumps(err.body()).encode(),
         content_type="application/json",
         headers=err.headers,
     )
-    if method == "HEAD":
-        resp.content_length = len(body)
-    return resp
 
 
 @web.middleware
