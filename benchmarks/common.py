@@ -36,6 +36,8 @@ MANIFEST_ACCEPT = (
 TARGET_BLOB_VS_NGINX = 0.9
 TARGET_MANIFEST_VS_DISTRIBUTION = 4.0
 TARGET_RSS_MIB = 150.0
+TARGET_COLD_VS_DIRECT = 1.15  # cold GET through a fresh sidecar / direct S3 GET, at most
+TARGET_FANOUT_S3_GETS = 1  # S3 GETs of the blob's data for N concurrent cold requests
 
 
 def log(msg: str) -> None:
@@ -51,6 +53,9 @@ class Config:
     quiet_wait_s: float
     blob_concurrency: int
     manifest_concurrency: int
+    cold_size: int
+    fanout_clients: int
+    fanout_size: int
     rss_blobs: int
     rss_size: int
     rss_interval_s: float

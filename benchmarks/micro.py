@@ -6,7 +6,11 @@
 2. ``manifest`` manifest GET by tag at c=16: regsidecar vs distribution over the same registry:2
                 tree on disk, regsidecar over S3 (moto, default 30 s tag TTL), and a bare
                 aiohttp handler (the framework's ceiling).
-3. ``rss``      peak RSS of regsidecar while 20 clients stream cold 256 MiB blobs
+3. ``cold``     GET of a cold 256 MiB blob through a freshly started sidecar vs a direct GET
+                of the same S3 object from moto (same aiohttp client), interleaved rounds.
+4. ``fanout``   100 concurrent cold GETs of one blob through a fresh sidecar: S3 GETs of the
+                blob's data counted in moto's log (target 1), every body sha256-verified.
+5. ``rss``      peak RSS of regsidecar while 50 clients stream cold 256 MiB blobs
                 (moto S3 -> sidecar -> aiohttp client here, sha256 verified).
 
 hey is the load generator, always against 127.0.0.1, ``-z`` bounded. Each load runs ``--rounds``
@@ -20,7 +24,6 @@ also on Ctrl-C, SIGTERM or an error. Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import json
@@ -34,6 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from benchmarks.coldget import bench_cold, bench_fanout
 from benchmarks.coldstream import bench_rss
 from benchmarks.common import (
     MANIFEST_ACCEPT,
@@ -50,153 +54,10 @@ from benchmarks.common import (
     start_sidecar,
     wait_quiet,
 )
+from benchmarks.options import build_parser, resolve
 from benchmarks.peers import BareAiohttp, Nginx
-from benchmarks.report import machine, render
-from regsidecar.config import parse_size
+from benchmarks.report import bad_responses, machine, render
 from tests.rig.moto import MotoServer
-
-BENCHES = ("blob", "manifest", "rss")
-
-# (full, --quick) defaults; an explicit flag wins over both
-DEFAULTS: dict[str, tuple[Any, Any]] = {
-    "duration": (10.0, 1.0),
-    "blob_size": ("16MiB", "1MiB"),
-    "rss_blobs": (20, 3),
-    "rss_size": ("256MiB", "8MiB"),
-    "upload_budget": (180.0, 30.0),
-    "rounds": (3, 1),
-    "quiet_wait": (10.0, 0.0),
-}
-
-
-# -- command line ---------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.micro",
-        description=(
-            "Measure regsidecar against peers in one run on this machine: cache-hit blob GET "
-            "(vs nginx sendfile and distribution), manifest GET by tag (vs distribution and a "
-            "bare aiohttp handler), and peak RSS while streaming cold blobs from S3 (moto). "
-            "Prints a Markdown table; hey, nginx, docker-registry and moto_server must be on "
-            "PATH. Run from the repository root."
-        ),
-    )
-    p.add_argument(
-        "--only",
-        metavar="LIST",
-        default=",".join(BENCHES),
-        help=f"comma-separated subset of {','.join(BENCHES)} (default: all)",
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny smoke run: 1 round of 1 s loads, 1 MiB blob, 3 x 8 MiB cold blobs "
-        "(explicit flags win)",
-    )
-    p.add_argument(
-        "--duration",
-        type=float,
-        metavar="SECONDS",
-        help="hey -z duration of each load, in seconds (default 10; --quick 1)",
-    )
-    p.add_argument(
-        "--blob-size",
-        metavar="SIZE",
-        help="size of the cache-hit blob, e.g. 16MiB (default 16MiB; --quick 1MiB)",
-    )
-    p.add_argument(
-        "--rounds",
-        type=int,
-        metavar="N",
-        help="load every server N times, interleaved, and report the median round "
-        "(default 3; --quick 1)",
-    )
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        metavar="SECONDS",
-        help="before each load, wait up to this long for the rest of the machine to go idle "
-        "(below 10%% of a core) so other work does not skew it (default 10; --quick 0)",
-    )
-    p.add_argument(
-        "--blob-concurrency",
-        type=int,
-        default=8,
-        metavar="N",
-        help="hey -c for the blob GET (default 8)",
-    )
-    p.add_argument(
-        "--manifest-concurrency",
-        type=int,
-        default=16,
-        metavar="N",
-        help="hey -c for the manifest GET (default 16)",
-    )
-    p.add_argument(
-        "--rss-blobs",
-        type=int,
-        metavar="N",
-        help="concurrent clients, each reading one distinct cold blob (default 20; --quick 3); "
-        "fewer distinct blobs are uploaded if the upload would exceed --upload-budget",
-    )
-    p.add_argument(
-        "--rss-size",
-        metavar="SIZE",
-        help="size of each cold blob, e.g. 256MiB (default 256MiB; --quick 8MiB)",
-    )
-    p.add_argument(
-        "--rss-interval",
-        type=float,
-        default=0.05,
-        metavar="SECONDS",
-        help="VmRSS sampling interval (default 0.05)",
-    )
-    p.add_argument(
-        "--upload-budget",
-        type=float,
-        metavar="SECONDS",
-        help="max time to spend generating and uploading the cold blobs to moto; past it, "
-        "upload fewer distinct blobs and share each among several clients (default 180)",
-    )
-    p.add_argument(
-        "--stream-timeout",
-        type=float,
-        default=900.0,
-        metavar="SECONDS",
-        help="bound on the whole cold-stream phase (default 900)",
-    )
-    p.add_argument("--json", metavar="OUT", help="also write every result as JSON to OUT")
-    return p
-
-
-def resolve(args: argparse.Namespace) -> Config:
-    def pick(name: str) -> Any:
-        value = getattr(args, name)
-        return value if value is not None else DEFAULTS[name][1 if args.quick else 0]
-
-    benches = tuple(b.strip() for b in args.only.split(",") if b.strip())
-    unknown = set(benches) - set(BENCHES)
-    if unknown or not benches:
-        raise SystemExit(f"--only: expected a subset of {','.join(BENCHES)}, got {args.only!r}")
-    return Config(
-        benches=benches,
-        duration_s=float(pick("duration")),
-        blob_size=parse_size(pick("blob_size")),
-        rounds=max(1, int(pick("rounds"))),
-        quiet_wait_s=float(pick("quiet_wait")),
-        blob_concurrency=args.blob_concurrency,
-        manifest_concurrency=args.manifest_concurrency,
-        rss_blobs=int(pick("rss_blobs")),
-        rss_size=parse_size(pick("rss_size")),
-        rss_interval_s=args.rss_interval,
-        upload_budget_s=float(pick("upload_budget")),
-        stream_timeout_s=args.stream_timeout,
-        json_out=args.json,
-        quick=args.quick,
-    )
-
 
 # -- the benchmarks -------------------------------------------------------------------------
 
@@ -339,6 +200,8 @@ def run(cfg: Config) -> dict[str, Any]:
             for name, fn in (
                 ("blob", bench_blob),
                 ("manifest", bench_manifest),
+                ("cold", bench_cold),
+                ("fanout", bench_fanout),
                 ("rss", bench_rss),
             ):
                 if name in cfg.benches:
@@ -387,12 +250,21 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.json_out:
         out = Path(cfg.json_out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        if args.merge and out.is_file():
+            results = merge(json.loads(out.read_text()), results)
         out.write_text(json.dumps(results, indent=2) + "\n")
         log(f"results written to {out}")
-    bad = sum(r["bad"] for b in ("blob", "manifest") if b in results for r in results[b]["rows"])
-    if "rss" in results:
-        bad += results["rss"]["clients"] - results["rss"]["verified_ok"]
-    return 1 if bad else 0
+    return 1 if bad_responses(results) else 0
+
+
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with the benchmarks of ``new`` replacing its own; the rerun is recorded in
+    ``meta.reruns`` (command, date, benchmarks) so the results page can show it."""
+    meta = dict(old["meta"])
+    rerun = {k: new["meta"][k] for k in ("command", "date")}
+    rerun["benches"] = [b for b in new if b != "meta"]
+    meta["reruns"] = [*meta.get("reruns", []), rerun]
+    return {**old, **{k: v for k, v in new.items() if k != "meta"}, "meta": meta}
 
 
 if __name__ == "__main__":

@@ -9,7 +9,14 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.common import TARGET_BLOB_VS_NGINX, TARGET_MANIFEST_VS_DISTRIBUTION, TARGET_RSS_MIB
+import regsidecar
+from benchmarks.common import (
+    TARGET_BLOB_VS_NGINX,
+    TARGET_COLD_VS_DIRECT,
+    TARGET_FANOUT_S3_GETS,
+    TARGET_MANIFEST_VS_DISTRIBUTION,
+    TARGET_RSS_MIB,
+)
 from benchmarks.loadgen import MiB
 from tests.rig.proc import which
 
@@ -20,7 +27,7 @@ def _f(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:,.{digits}f}"
 
 
-def _verdict(value: float | None, target: float, higher_is_better: bool) -> str:
+def verdict(value: float | None, target: float, higher_is_better: bool) -> str:
     if value is None:
         return "n/a"
     met = value >= target if higher_is_better else value <= target
@@ -30,7 +37,7 @@ def _verdict(value: float | None, target: float, higher_is_better: bool) -> str:
     return f"MISSED by {100 * short:.1f}%"
 
 
-def _peak(r: dict[str, Any]) -> float | None:
+def peak_rss(r: dict[str, Any]) -> float | None:
     values = [v for v in (r["peak_rss_sampled_mib"], r["vmhwm_after_stream_mib"]) if v is not None]
     return max(values) if values else None
 
@@ -81,7 +88,7 @@ def render(results: dict[str, Any]) -> str:
         rb = results["blob"]["ratios"]
         v = rb["sidecar/nginx req/s"]
         t = TARGET_BLOB_VS_NGINX
-        ratios.append(("blob: regsidecar / nginx req/s", v, f">= {t:g}", _verdict(v, t, True)))
+        ratios.append(("blob: regsidecar / nginx req/s", v, f">= {t:g}", verdict(v, t, True)))
         v = rb["sidecar/distribution req/s"]
         ratios.append(("blob: regsidecar / distribution req/s", v, "-", ""))
     if "manifest" in results:
@@ -89,21 +96,30 @@ def render(results: dict[str, Any]) -> str:
         v = rm["sidecar-fs/distribution req/s"]
         t = TARGET_MANIFEST_VS_DISTRIBUTION
         ratios.append(
-            ("manifest: regsidecar (fs) / distribution req/s", v, f">= {t:g}", _verdict(v, t, True))
+            ("manifest: regsidecar (fs) / distribution req/s", v, f">= {t:g}", verdict(v, t, True))
         )
         v = rm["sidecar-s3/distribution req/s"]
         ratios.append(("manifest: regsidecar (S3) / distribution req/s", v, "-", ""))
         v = rm["sidecar-fs/bare aiohttp req/s"]
         ratios.append(("manifest: regsidecar (fs) / bare aiohttp req/s", v, "-", ""))
+    if "cold" in results:
+        v = results["cold"]["ratio"]
+        t = TARGET_COLD_VS_DIRECT
+        ratios.append(
+            ("cold GET: through regsidecar / direct S3 GET (median s)", v, f"<= {t:g}",
+             verdict(v, t, False))
+        )  # fmt: skip
     if ratios:
         out += ["| ratio | measured | target | verdict |", "|---|--:|---|---|"]
         out += [f"| {n} | {_f(v, 3)} | {t} | {verdict} |" for n, v, t, verdict in ratios]
         out.append("")
+    out += cold_tables(results)
     if "rss" in results:
         r = results["rss"]
         size_mib = r["blob_bytes"] / MiB
         share = (
-            f"; upload budget reached: {r['distinct_blobs']} distinct blobs, client i reads "
+            f"; {r.get('reduced_by') or 'upload budget'} reached: {r['distinct_blobs']} "
+            "distinct blobs, client i reads "
             f"blob i mod {r['distinct_blobs']} "
             f"(full set estimated {r['estimated_full_upload_s']} s)"
             if r["reduced"]
@@ -121,7 +137,7 @@ def render(results: dict[str, Any]) -> str:
             f"| {_f(r['peak_rss_sampled_mib'])} MiB |",
             f"| VmHWM after the stream (kernel's peak) | {_f(r['vmhwm_after_stream_mib'])} MiB |",
             f"| target: peak (max of sampled and VmHWM) <= {TARGET_RSS_MIB:g} MiB | "
-            f"{_verdict(_peak(r), TARGET_RSS_MIB, False)} |",
+            f"{verdict(peak_rss(r), TARGET_RSS_MIB, False)} |",
             f"| wall time, aggregate throughput | {r['stream_wall_s']} s, "
             f"{r['aggregate_mib_s']} MiB/s (each client {r['client_seconds_min_max'][0]}"
             f"-{r['client_seconds_min_max'][1]} s) |",
@@ -142,17 +158,124 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def cold_tables(results: dict[str, Any]) -> list[str]:
+    """The cold GET rounds and the fan-out result, as Markdown lines."""
+    out: list[str] = []
+    if "cold" in results:
+        c = results["cold"]
+        out += [
+            f"| cold GET of one {c['blob_bytes'] / MiB:g} MiB blob, round | path | seconds "
+            "| MiB/s | sidecar CPU s | moto CPU s | client CPU s | rest of machine CPU s "
+            "| S3 GETs of data | sha256 |",
+            "|--:|---|--:|--:|--:|--:|--:|--:|--:|---|",
+        ]
+        for r in sorted(c["direct"] + c["sidecar"], key=lambda r: (r["round"], r["path"])):
+            out.append(
+                f"| {r['round']} | {r['path']} | {r['seconds']:.2f} | {_f(r['mib_s'])} "
+                f"| {_f(r['server_cpu_s'], 2)} | {_f(r['moto_cpu_s'], 2)} "
+                f"| {_f(r['client_cpu_s'], 2)} | {_f(r['other_cpu_s'], 2)} | {r['s3_data_gets']} "
+                f"| {'ok' if r['sha256_ok'] and r['status'] == 200 else 'BAD'} |"
+            )
+        out += [
+            "",
+            f"Median of {len(c['direct'])} rounds: direct {c['median_direct_s']:.2f} s, through "
+            f"a fresh sidecar {c['median_sidecar_s']:.2f} s (ratio {_f(c['ratio'], 3)}). Each "
+            "sidecar round starts a new sidecar with an empty cache (start-up not timed); the "
+            "order of the two alternates between rounds.",
+            "",
+        ]
+    if "fanout" in results:
+        f = results["fanout"]
+        gets = f["s3_data_gets"]
+        out += [
+            f"| {f['clients']} concurrent cold GETs of one {f['blob_bytes'] / MiB:g} MiB blob "
+            "| value |",
+            "|---|---|",
+            f"| S3 GETs of the blob's data (target {TARGET_FANOUT_S3_GETS}) | {gets} "
+            f"({verdict(gets, TARGET_FANOUT_S3_GETS, False)}) |",
+            "| all S3 requests during the fan-out | "
+            + ", ".join(f"{k} x{n}" for k, n in f["s3_requests"].items())
+            + " |",
+            f"| bodies sha256-verified | {f['verified_ok']}/{f['clients']} (X-Cache "
+            + ", ".join(f"{k} {n}" for k, n in sorted(f["x_cache"].items()))
+            + ") |",
+            f"| wall time, aggregate to clients | {f['wall_s']} s, {f['aggregate_mib_s']} MiB/s "
+            f"(each client {f['client_seconds_min_max'][0]}-{f['client_seconds_min_max'][1]} s)"
+            " |",
+            f"| sidecar CPU, RSS baseline -> peak | {f['server_cpu_s']} s, "
+            f"{_f(f['baseline_rss_mib'])} -> {_f(f['peak_rss_sampled_mib'])} MiB |",
+            "",
+        ]
+    return out
+
+
+def bad_responses(results: dict[str, Any]) -> int:
+    """Responses of the run that were not a verified 200 (the exit code is 1 if any)."""
+    bad = sum(
+        int(r["bad"]) for b in ("blob", "manifest") if b in results for r in results[b]["rows"]
+    )
+    for b in ("rss", "fanout"):
+        if b in results:
+            bad += results[b]["clients"] - results[b]["verified_ok"]
+    if "cold" in results:
+        bad += results["cold"]["gets"] - results["cold"]["verified_ok"]
+    return bad
+
+
 def _version(argv: list[str]) -> str:
     try:
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return "?"
     text = (cp.stdout + cp.stderr).strip().splitlines()
-    return text[0] if text else "?"
+    return text[0] if text else ""
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _mem_total_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _os_name() -> str:
+    try:
+        return platform.freedesktop_os_release().get("PRETTY_NAME", "?")
+    except OSError:
+        return "?"
+
+
+def _commit() -> str:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    head = _version(["git", "-C", root, "rev-parse", "--short", "HEAD"])
+    dirty = _version(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"])
+    return head + (" + uncommitted changes" if dirty not in ("", "?") else "")
 
 
 def machine() -> dict[str, Any]:
+    import moto
+
     return {
+        "cpu_model": _cpu_model(),
+        "mem_gib": _mem_total_gib(),
+        "os": _os_name(),
+        "moto": moto.__version__,
+        "regsidecar": f"{regsidecar.__version__} (commit {_commit()})",
         "cpus": os.cpu_count(),
         "kernel": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),

@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.rig, pytest.mark.timeout(180)]
 
 
 def test_micro_quick_runs_every_benchmark_and_writes_json(tmp_path: Path) -> None:
-    """--quick: blob, manifest and rss results, all 200 and verified, table and JSON agree."""
+    """--quick: blob, manifest, cold, fanout and rss results, all 200 and verified, table and
+    JSON agree."""
     absent = missing("hey", "nginx", "docker-registry", "moto_server")
     if absent:
         pytest.skip(f"not installed: {', '.join(absent)} (run tests/rig/install-deps.sh)")
@@ -34,7 +35,7 @@ def test_micro_quick_runs_every_benchmark_and_writes_json(tmp_path: Path) -> Non
     )
     assert cp.returncode == 0, cp.stderr[-4000:]
     results = json.loads(out.read_text())
-    assert {"meta", "blob", "manifest", "rss"} <= results.keys()
+    assert {"meta", "blob", "manifest", "cold", "fanout", "rss"} <= results.keys()
     for bench in ("blob", "manifest"):
         for row in results[bench]["rows"]:
             assert row["req_s"] > 0 and row["bad"] == 0, row
@@ -48,6 +49,20 @@ def test_micro_quick_runs_every_benchmark_and_writes_json(tmp_path: Path) -> Non
     assert rss["x_cache"] == ["miss"] and rss["s3_blob_gets"] == rss["distinct_blobs"]
     assert 0 < rss["baseline_rss_mib"] <= rss["vmhwm_after_stream_mib"]
     assert rss["temp_files_after"] == 0
+    # cold: one round of each path, same bytes, the sidecar's one S3 GET of the data
+    cold = results["cold"]
+    assert cold["verified_ok"] == cold["gets"] == 2
+    [direct], [via] = cold["direct"], cold["sidecar"]
+    assert direct["bytes"] == via["bytes"] == cold["blob_bytes"] == 4 * 2**20
+    assert via["x_cache"] == "miss" and via["s3_data_gets"] == 1
+    assert cold["ratio"] == round(via["seconds"] / direct["seconds"], 3)
+    assert "| cold GET: through regsidecar / direct S3 GET (median s) |" in cp.stdout
+    # fanout: 100 concurrent cold GETs, one S3 GET of the data, every body verified
+    fan = results["fanout"]
+    assert fan["clients"] == fan["verified_ok"] == 100
+    assert fan["s3_data_gets"] == 1 and fan["s3_requests"]["GET blob data"] == 1
+    assert fan["cache_files_after"] == 1 and fan["temp_files_after"] == 0
+    assert "| S3 GETs of the blob's data (target 1) | 1 (met) |" in cp.stdout
     assert "| ratio | measured | target | verdict |" in cp.stdout
     # every temp dir the run made (under our TMPDIR) is gone again
     assert sorted(p.name for p in tmp_path.iterdir()) == ["micro.json"]
