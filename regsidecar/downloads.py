@@ -36,6 +36,8 @@ Opener = Callable[[int], AsyncIterator[bytes]]
 
 # After a cache write fails, blobs stream without caching for this long before trying again.
 DISK_TROUBLE_COOLDOWN_S = 60.0
+# Bytes between background fdatasync calls of a download in progress.
+FLUSH_EVERY = 16 * 1024 * 1024
 
 
 @contextlib.asynccontextmanager
@@ -203,37 +205,58 @@ class Downloads:
         verify size and digest over the whole of it."""
         h = hashlib.new(digest.algorithm)
         resumes = 0
-        while True:
-            try:
-                # From where we got to: the hash carries on over the whole blob.
-                async with _closing(source(fetch.written)) as chunks:
-                    async for chunk in chunks:
-                        if fetch.written + len(chunk) > fetch.size:
-                            raise IntegrityError(key, "store sent more bytes than the blob's size")
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view) :]
-                        h.update(chunk)
-                        fetch.advance(len(chunk))
-            except UpstreamUnavailable as exc:
-                if fetch.written >= fetch.size:
-                    break
-                if resumes >= self.settings.retry.max_resumes:
-                    raise
-                resumes += 1
-                self.metrics.blob_resumes.inc()
-                log.warning(
-                    "blob download interrupted; resuming",
-                    extra={
-                        "digest": str(digest),
-                        "offset": fetch.written,
-                        "resume": resumes,
-                        "error": str(exc)[:200],
-                    },
-                )
-                await asyncio.sleep(self._retry.backoff(resumes - 1))
-                continue
-            break
+        # Written data goes to disk in the background while the download goes on, so the
+        # fsync before publishing (which holds every reader's last byte) has only the tail left.
+        flushed_to = 0
+        flush: asyncio.Future[None] | None = None
+        try:
+            while True:
+                try:
+                    # From where we got to: the hash carries on over the whole blob.
+                    async with _closing(source(fetch.written)) as chunks:
+                        async for chunk in chunks:
+                            if fetch.written + len(chunk) > fetch.size:
+                                raise IntegrityError(
+                                    key, "store sent more bytes than the blob's size"
+                                )
+                            view = memoryview(chunk)
+                            while view:
+                                view = view[os.write(fd, view) :]
+                            h.update(chunk)
+                            fetch.advance(len(chunk))
+                            if fetch.written - flushed_to >= FLUSH_EVERY and (
+                                flush is None or flush.done()
+                            ):
+                                if flush is not None:
+                                    flush.result()  # a failed flush is a failing disk
+                                flushed_to = fetch.written
+                                flush = asyncio.ensure_future(asyncio.to_thread(os.fdatasync, fd))
+                except UpstreamUnavailable as exc:
+                    if fetch.written >= fetch.size:
+                        break
+                    if resumes >= self.settings.retry.max_resumes:
+                        raise
+                    resumes += 1
+                    self.metrics.blob_resumes.inc()
+                    log.warning(
+                        "blob download interrupted; resuming",
+                        extra={
+                            "digest": str(digest),
+                            "offset": fetch.written,
+                            "resume": resumes,
+                            "error": str(exc)[:200],
+                        },
+                    )
+                    await asyncio.sleep(self._retry.backoff(resumes - 1))
+                    continue
+                break
+        finally:
+            # Never leave a flush running on a descriptor the caller is about to close.
+            if flush is not None:
+                with contextlib.suppress(OSError):
+                    await asyncio.shield(flush)
+        if flush is not None:
+            flush.result()
         if fetch.written != fetch.size:
             raise UpstreamUnavailable(key, f"short read: {fetch.written} of {fetch.size} bytes")
         if h.hexdigest() != digest.hex:

@@ -175,6 +175,7 @@ class Registry:
             c.manifest_memory_bytes, getsizeof=lambda m: len(m.payload) + 256
         )
         self._manifest_flights: SingleFlight[Digest, tuple[Manifest, str]] = SingleFlight()
+        self._size_flights: SingleFlight[Digest, int] = SingleFlight()
         self.downloads = (
             Downloads(cache, settings, self.metrics, on_verified=self._mark_verified)
             if cache is not None
@@ -372,10 +373,14 @@ class Registry:
         fetch = downloads.get(digest)
         if fetch is None:
             try:
-                size = await self.sources.ask(
-                    str(digest),
-                    lambda: self._consistent(lambda: self.driver.size(key)),
-                    lambda upstream: upstream.blob_size(name, digest),
+                # Concurrent first requests for one blob ask its size once.
+                size = await self._size_flights.do(
+                    digest,
+                    lambda: self.sources.ask(
+                        str(digest),
+                        lambda: self._consistent(lambda: self.driver.size(key)),
+                        lambda upstream: upstream.blob_size(name, digest),
+                    ),
                 )
             except NotFound as exc:
                 raise BlobUnknown(

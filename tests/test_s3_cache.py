@@ -49,7 +49,8 @@ async def _get_digest(session: aiohttp.ClientSession, url: str) -> tuple[int, st
 async def test_100_concurrent_cold_gets_make_one_s3_get(
     moto: MotoServer, writer: BucketWriter, sidecar: Sidecar
 ) -> None:
-    """100 clients ask for one cold 32 MiB blob at once: all get the right bytes, S3 sees 1 GET."""
+    """100 clients ask for one cold 32 MiB blob at once: all get the right bytes, S3 sees one
+    GET of the data and one HEAD for its size."""
     data = os.urandom(32 * MiB)
     digest = writer.blob("app", data)
     key = layout.blob_data(digest)
@@ -59,6 +60,7 @@ async def test_100_concurrent_cold_gets_make_one_s3_get(
         results = await asyncio.gather(*[_get_digest(session, url) for _ in range(100)])
     assert all(r == (200, digest, len(data)) for r in results), set(results)
     assert moto.count("GET", key, since=mark) == 1
+    assert moto.count("HEAD", key, since=mark) == 1
     assert [p.name for p in sidecar.cache_files()] == [digest.split(":")[1]]
     assert sidecar.temp_files() == []
 
