@@ -1,0 +1,546 @@
+"""Capacity model of a fleet pulling one image: a central registry vs a sidecar per host on S3.
+
+Pure (no I/O): fits the measured scale-up points (``scaleup.json``, FORMATS.md section 2) and
+extrapolates them with stated real-world parameters. Symbols (bytes, seconds, bytes/s)::
+
+    S  image size            N  hosts pulling at once        R  S3 requests per pull
+    central:  T(N) = t0 + max(N·S / B_central, S / B_host)
+              every byte crosses the registry's NIC, shared by all hosts; one host alone is
+              bounded by its own NIC
+    sidecar:  T(N) = t1 + S / B_host_s3 + N·R / Q_s3
+              every host reads S3 through its own NIC (B_host_s3 = min(B_host, per-host S3
+              throughput)); the hosts' requests share the backend's request rate Q_s3
+
+Fits (least squares): ``B_central`` and ``t0`` on the "central" points (all-ready time), with
+``B_host`` known from the run's parameters; ``B_host_s3`` on the "sidecar" points with ``t1``
+taken from the "warmed" points (a pull served by the host's own warm cache is the overhead
+alone: with one image size, ``t1`` and ``S / B`` cannot be told apart from sidecar points),
+else the central ``t0``.
+
+>>> fit = fit_central([Point(1, 6.2), Point(10, 30.1)], size=50e6, b_host=2e6)  # doctest: +SKIP
+>>> analyse(json.load(open("scaleup.json"))).markdown  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+GIB = 1024**3
+MBIT = 1e6 / 8  # bytes/s in one Mbit/s
+
+#: The published figure we compare with: Uber's Kraken README ("Benchmark"): a 3G image with
+#: 2 layers pulled by 2,600 hosts at once (5,200 blob downloads), 300 MB/s limit per agent,
+#: 5 trackers and 5 origins: p50 10 s, p99 18 s, p99.9 22 s.
+KRAKEN: dict[str, Any] = {
+    "source": "https://github.com/uber/kraken#benchmark",
+    "hosts": 2600,
+    "image_bytes": 3 * GIB,
+    "layers": 2,
+    "p50_s": 10.0,
+    "p99_s": 18.0,
+    "p999_s": 22.0,
+    "agent_limit_bytes_s": 300e6,
+}
+
+
+@dataclass(frozen=True)
+class RealWorld:
+    """Stated real-world parameters of the extrapolation (sources in ``SOURCES``)."""
+
+    central_bytes_s: float = 10_000 * MBIT  # 10 Gbit/s registry NIC
+    host_bytes_s: float = 5_000 * MBIT  # 5 Gbit/s host NIC
+    s3_conn_bytes_s: float = 90e6  # AWS: one request per 85-90 MB/s of throughput
+    parallel_downloads: int = 3  # dockerd max-concurrent-downloads default
+    s3_get_per_s: float = 5500.0  # AWS: GET/HEAD per second per partitioned prefix
+
+    def s3_host_bytes_s(self, layers: int) -> float:
+        """One connection per layer download, at most ``parallel_downloads`` at once."""
+        conns = max(1, min(self.parallel_downloads, layers))
+        return min(self.host_bytes_s, conns * self.s3_conn_bytes_s)
+
+
+SOURCES = {
+    "S3 request rate": "https://docs.aws.amazon.com/AmazonS3/latest/userguide/"
+    "optimizing-performance.html (5,500 GET/HEAD per second per partitioned prefix)",
+    "S3 per-connection throughput": "https://docs.aws.amazon.com/AmazonS3/latest/userguide/"
+    "optimizing-performance-guidelines.html (one request per 85-90 MB/s)",
+    "Kraken": KRAKEN["source"],
+}
+
+
+def requests_per_pull(layers: int) -> int:
+    """S3 requests of one single-platform pull through a cold sidecar: the tag link, the
+    revision link and the manifest, then per blob (layers + config) its repository link, a
+    HEAD for the size and the GET of the data."""
+    return 3 + 3 * (layers + 1)
+
+
+@dataclass(frozen=True)
+class Point:
+    n: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CentralModel:
+    t0_s: float
+    b_central: float  # bytes/s; math.inf when the points show no growth with N
+    b_host: float | None  # bytes/s; None: no per-host bound
+
+    def time(self, n: int, size: float) -> float:
+        host = size / self.b_host if self.b_host else 0.0
+        return self.t0_s + max(n * size / self.b_central, host)
+
+
+@dataclass(frozen=True)
+class SidecarModel:
+    t1_s: float
+    b_host_s3: float  # bytes/s each host gets from S3
+    requests: float  # R, per pull
+    q_s3: float  # backend requests per second
+
+    def time(self, n: int, size: float) -> float:
+        return self.t1_s + size / self.b_host_s3 + n * self.requests / self.q_s3
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted model, the points it was fitted to and ``measured - modelled`` per point."""
+
+    model: CentralModel | SidecarModel
+    size: float
+    points: tuple[Point, ...]
+    residuals: tuple[float, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def rms_s(self) -> float:
+        return math.sqrt(sum(r * r for r in self.residuals) / len(self.residuals))
+
+
+def _lsq_box(y: Sequence[float], b: Sequence[float], lo: float, hi: float) -> tuple[float, ...]:
+    """min sum (y - t - b x)^2 over t >= 0, lo <= x <= hi: (sse, t, x). Convex in (t, x): the
+    optimum is the stationary point if feasible, else on an edge of the box, where the 1-D
+    optimum clipped to the edge is that edge's optimum."""
+    n, pairs = len(y), list(zip(y, b, strict=True))
+    bb = sum(bi * bi for bi in b)
+
+    def best_t(x: float) -> float:
+        return max(0.0, sum(yi - bi * x for yi, bi in pairs) / n)
+
+    x0 = min(max(lo if bb == 0 else sum(bi * yi for yi, bi in pairs) / bb, lo), hi)
+    cands = [(best_t(lo), lo), (0.0, x0)] + ([(best_t(hi), hi)] if math.isfinite(hi) else [])
+    mb, my = sum(b) / n, sum(y) / n
+    var = sum((bi - mb) ** 2 for bi in b)
+    if var > 0:
+        x = sum((bi - mb) * (yi - my) for yi, bi in pairs) / var
+        if my - x * mb >= 0 and lo <= x <= hi:
+            cands.append((my - x * mb, x))
+    return min((sum((yi - t - bi * x) ** 2 for yi, bi in pairs), t, x) for t, x in cands)
+
+
+def _fit_max(y: Sequence[float], u: Sequence[float], c: float) -> tuple[float, float]:
+    """Least squares of y_i = t + max(u_i x, c) over t >= 0, x >= 0: (t, x). Term i switches
+    from c to u_i x at x = c / u_i; between two such breakpoints the model is linear in
+    (t, x), so each interval is a box-constrained linear least squares."""
+    edges = [0.0, *sorted({c / ui for ui in u if c > 0}), math.inf]
+    best = min(
+        _lsq_box(
+            [yi - (0.0 if ui * lo >= c else c) for yi, ui in zip(y, u, strict=True)],
+            [ui if ui * lo >= c else 0.0 for ui in u],
+            lo,
+            hi,
+        )
+        for lo, hi in itertools.pairwise(edges)
+    )
+    return best[1], best[2]
+
+
+def fit_central(points: Sequence[Point], size: float, b_host: float | None) -> Fit:
+    """Fit ``t0`` and ``B_central`` of ``T = t0 + max(N·S/B_central, S/B_host)``."""
+    if not points:
+        raise ValueError("no central points to fit")
+    host = size / b_host if b_host else 0.0
+    t0, x = _fit_max([p.seconds for p in points], [p.n * size for p in points], host)
+    model = CentralModel(t0, 1 / x if x > 0 else math.inf, b_host)
+    notes = ("fewer than 3 points: the fit passes through them",) if len(points) < 3 else ()
+    return _fit(model, size, points, notes)
+
+
+def fit_sidecar(
+    points: Sequence[Point], size: float, t1_s: float, requests: float, q_s3: float
+) -> Fit:
+    """Fit ``B_host_s3`` of ``T = t1 + S/B_host_s3 + N·R/Q_s3`` with ``t1``, R and Q given."""
+    if not points:
+        raise ValueError("no sidecar points to fit")
+    # t1 fixed: S / B is the mean of what is left of each point
+    x = max(0.0, statistics.fmean(p.seconds - p.n * requests / q_s3 - t1_s for p in points))
+    x /= size
+    model = SidecarModel(t1_s, 1 / x if x > 0 else math.inf, requests, q_s3)
+    return _fit(model, size, points, ())
+
+
+def _fit(
+    model: CentralModel | SidecarModel, size: float, pts: Sequence[Point], notes: tuple[str, ...]
+) -> Fit:
+    res = tuple(p.seconds - model.time(p.n, size) for p in pts)
+    return Fit(model, size, tuple(pts), res, notes)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One extrapolated configuration: both architectures, every number modelled."""
+
+    n: int
+    size: float
+    layers: int
+    central_s: float
+    central_bound: str
+    sidecar_s: float
+    sidecar_transfer_s: float
+    sidecar_requests_s: float
+
+
+@dataclass
+class Analysis:
+    """What :func:`analyse` returns: the fits, the extrapolation and its Markdown."""
+
+    central: Fit | None
+    sidecar: Fit | None
+    warmed: Fit | None
+    t0_s: float
+    t1_s: float
+    t1_source: str
+    layers: int
+    requests: float
+    requests_source: str
+    real: RealWorld
+    eff_central: float
+    eff_host: float
+    rows: list[Row] = field(default_factory=list)
+    kraken: Row | None = None
+    skipped: list[str] = field(default_factory=list)
+    markdown: str = ""
+
+    def at(self, n: int, size: float, layers: int | None = None) -> Row:
+        """Both models at ``n`` hosts, real-world parameters, this analysis' fitted values;
+        R is the measured one for the run's layer count, else computed."""
+        layers = self.layers if layers is None else layers
+        r = self.requests if layers == self.layers else float(requests_per_pull(layers))
+        return extrapolate(
+            n, size, layers, r, self.real, self.t0_s, self.t1_s, self.eff_central, self.eff_host
+        )
+
+
+# -- from scaleup.json to the fits, the extrapolation and its Markdown -----------------------
+
+
+def points(scaleup: Mapping[str, Any], scenario: str) -> tuple[list[Point], list[str]]:
+    """(N, all-ready seconds) of every run of ``scenario``; runs with failures are skipped
+    (their all-ready time is undefined) and named in the second list."""
+    out: list[Point] = []
+    skipped: list[str] = []
+    for run in scaleup.get("runs", []):
+        if run.get("scenario") != scenario:
+            continue
+        summary = (run.get("pull") or {}).get("summary") or {}
+        ready = summary.get("all_ready_s")
+        if ready is None:
+            skipped.append(f"{scenario} N={run.get('n')}: {summary.get('failed', '?')} failed")
+            continue
+        out.append(Point(int(run["n"]), float(ready)))
+    return sorted(out, key=lambda p: p.n), skipped
+
+
+def measured_requests(scaleup: Mapping[str, Any]) -> float | None:
+    """S3 requests per pull seen by the backend in the sidecar runs (mean over runs)."""
+    per: list[float] = []
+    for run in scaleup.get("runs", []):
+        backend = run.get("backend") or {}
+        n = int(run.get("n") or 0)
+        if run.get("scenario") != "sidecar" or n <= 0:
+            continue
+        total = backend.get("s3_requests")
+        if total is None and backend.get("s3_get") is not None:
+            total = backend["s3_get"] + (backend.get("s3_head") or 0)
+        if total:
+            per.append(total / n)
+    return statistics.fmean(per) if per else None
+
+
+def _eff(fitted: float | None, nominal: float | None) -> float:
+    """Share of a run's bandwidth cap the fit reached, capped at 1 (never credit more)."""
+    if not fitted or not nominal or not math.isfinite(fitted):
+        return 1.0
+    return min(1.0, fitted / nominal)
+
+
+def extrapolate(
+    n: int,
+    size: float,
+    layers: int,
+    requests: float,
+    real: RealWorld,
+    t0_s: float = 0.0,
+    t1_s: float = 0.0,
+    eff_central: float = 1.0,
+    eff_host: float = 1.0,
+) -> Row:
+    """Both models at ``n`` hosts with the real-world bandwidths (times the efficiencies)."""
+    central = CentralModel(t0_s, real.central_bytes_s * eff_central, real.host_bytes_s * eff_host)
+    sidecar = SidecarModel(
+        t1_s, real.s3_host_bytes_s(layers) * eff_host, requests, real.s3_get_per_s
+    )
+    assert central.b_host is not None
+    nic = n * size / central.b_central >= size / central.b_host
+    return Row(
+        n=n,
+        size=size,
+        layers=layers,
+        central_s=central.time(n, size),
+        central_bound="registry NIC" if nic else "host NIC",
+        sidecar_s=sidecar.time(n, size),
+        sidecar_transfer_s=size / sidecar.b_host_s3,
+        sidecar_requests_s=n * requests / real.s3_get_per_s,
+    )
+
+
+def analyse(
+    scaleup: Mapping[str, Any],
+    real: RealWorld | None = None,
+    hosts: Sequence[int] = (100, 1000, 2600),
+    image_bytes: float = GIB,
+) -> Analysis:
+    """Fit the models to a parsed ``scaleup.json`` and extrapolate (pure)."""
+    real = real or RealWorld()
+    params = scaleup.get("params") or {}
+    size = float(params.get("image_bytes") or 0)
+    layers = int(params.get("layers") or 5)
+    host_bw = params["host_mbit"] * MBIT if params.get("host_mbit") else None
+    central_bw = params["central_mbit"] * MBIT if params.get("central_mbit") else None
+    skipped: list[str] = []
+
+    def fit_of(scenario: str) -> list[Point]:
+        pts, skip = points(scaleup, scenario)
+        skipped.extend(skip)
+        return pts if size > 0 else []
+
+    c_pts, s_pts, w_pts = fit_of("central"), fit_of("sidecar"), fit_of("warmed")
+    central = fit_central(c_pts, size, host_bw) if c_pts else None
+    warmed = None
+    if w_pts:
+        mean = statistics.fmean(p.seconds for p in w_pts)
+        warmed = _fit(CentralModel(mean, math.inf, None), size, w_pts, ())
+        runs = f"{len(w_pts)} warmed run" + ("s" if len(w_pts) != 1 else "")
+        t1, t1_source = mean, f"mean all-ready time of {runs} (measured)"
+    elif central is not None:
+        assert isinstance(central.model, CentralModel)
+        t1, t1_source = central.model.t0_s, "the central fit's t0 (no warmed runs)"
+    else:
+        t1, t1_source = 0.0, "0 (no warmed or central runs)"
+    r_meas = measured_requests(scaleup)
+    requests = r_meas if r_meas is not None else float(requests_per_pull(layers))
+    r_source = (
+        "measured: S3 requests / pulls in the sidecar runs"
+        if r_meas is not None
+        else f"stated: computed for {layers} layers (3 + 3 x (layers + 1))"
+    )
+    q_bench = float(params.get("s3_req_s") or real.s3_get_per_s)
+    sidecar = fit_sidecar(s_pts, size, t1, requests, q_bench) if s_pts else None
+
+    eff_c = 1.0
+    t0 = t1
+    if central is not None:
+        assert isinstance(central.model, CentralModel)
+        eff_c = _eff(central.model.b_central, central_bw)
+        t0 = central.model.t0_s
+    eff_h = 1.0
+    if sidecar is not None:
+        assert isinstance(sidecar.model, SidecarModel)
+        eff_h = _eff(sidecar.model.b_host_s3, host_bw)
+    a = Analysis(
+        central, sidecar, warmed, t0, t1, t1_source, layers, requests, r_source, real,
+        eff_c, eff_h, skipped=skipped,
+    )  # fmt: skip
+    a.rows = [a.at(n, image_bytes) for n in hosts]
+    a.kraken = a.at(int(KRAKEN["hosts"]), KRAKEN["image_bytes"], int(KRAKEN["layers"]))
+    a.markdown = render(a, params)
+    return a
+
+
+# -- Markdown -------------------------------------------------------------------------------
+
+
+def _s(v: float) -> str:
+    if not math.isfinite(v):
+        return "∞"
+    text = f"{v:,.1f} s" if v < 100 else f"{v:,.0f} s"
+    return text + (f" ({v / 60:,.0f} min)" if v >= 600 else "")
+
+
+def _mbit(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if not math.isfinite(v):
+        return "∞ (no growth with N)"
+    mbit = v / MBIT
+    return f"{mbit / 1000:,.2f} Gbit/s" if mbit >= 1000 else f"{mbit:,.1f} Mbit/s"
+
+
+def _size(v: float) -> str:
+    return f"{v / GIB:g} GiB" if v >= GIB else f"{v / 2**20:g} MiB"
+
+
+def render(a: Analysis, params: Mapping[str, Any]) -> str:
+    """The model section of RESULTS.md: equations, fitted parameters, residuals, the
+    extrapolation and the Kraken comparison; every number says what kind it is."""
+
+    def cap(fitted: float, key: str, eff: float) -> str:
+        if not params.get(key) or not math.isfinite(fitted):
+            return ""
+        return f" ({100 * eff:.0f}% of the {params[key]:g} Mbit/s cap)"
+
+    out = [
+        "```",
+        "central:  T(N) = t0 + max(N·S / B_central, S / B_host)",
+        "sidecar:  T(N) = t1 + S / B_host_s3 + N·R / Q_s3",
+        "```",
+        "",
+        "S image bytes, N hosts pulling at once, T the time until every host has the image.",
+        "Kinds: **measured** (this rig or a cited publication), **stated** (an input of the "
+        "model or of the run), **modelled** (fitted to measured points, or computed by the "
+        "model).",
+        "",
+        "| parameter | value | kind |",
+        "|---|--:|---|",
+    ]
+    if params.get("image_bytes"):
+        out += [
+            f"| S (benchmark image) | {_size(float(params['image_bytes']))}, "
+            f"{params.get('layers', '?')} layers | stated (run parameter) |",
+            f"| B_host (per-host cap of the run) | {_mbit(_get_bw(params, 'host_mbit'))} "
+            "| stated (run parameter) |",
+            f"| B_central cap of the run | {_mbit(_get_bw(params, 'central_mbit'))} "
+            "| stated (run parameter) |",
+        ]
+    if a.central is not None:
+        m = a.central.model
+        assert isinstance(m, CentralModel)
+        eff = cap(m.b_central, "central_mbit", a.eff_central)
+        out += [
+            f"| t0 | {_s(m.t0_s)} | modelled: least squares on {_pts(a.central, 'central')} |",
+            f"| B_central (effective) | {_mbit(m.b_central)}{eff} | modelled: same fit |",
+            f"| rms residual, central | {_s(a.central.rms_s)} | modelled |",
+        ]
+    out.append(f"| t1 | {_s(a.t1_s)} | {a.t1_source} |")
+    if a.sidecar is not None:
+        m2 = a.sidecar.model
+        assert isinstance(m2, SidecarModel)
+        eff = cap(m2.b_host_s3, "host_mbit", a.eff_host)
+        out += [
+            f"| B_host_s3 (effective) | {_mbit(m2.b_host_s3)}{eff} | modelled: least squares "
+            f"on {_pts(a.sidecar, 'sidecar')}, t1 fixed |",
+            f"| Q_s3 used in the fit | {m2.q_s3:,.0f} req/s | stated |",
+            f"| rms residual, sidecar | {_s(a.sidecar.rms_s)} | modelled |",
+        ]
+    out += [f"| R (S3 requests per pull) | {a.requests:,.1f} | {a.requests_source} |", ""]
+    fits = [("central", a.central), ("sidecar", a.sidecar), ("warmed (t1)", a.warmed)]
+    if any(f is not None for _, f in fits):
+        out += [
+            "| scenario | N | all-ready, measured | modelled | residual (measured - modelled) |",
+            "|---|--:|--:|--:|--:|",
+        ]
+        for name, f in fits:
+            if f is None:
+                continue
+            for p, res in zip(f.points, f.residuals, strict=True):
+                out.append(
+                    f"| {name} | {p.n} | {_s(p.seconds)} | {_s(p.seconds - res)} | {res:+.2f} s |"
+                )
+        out.append("")
+    for note in a.skipped:
+        out.append(f"Not fitted (no all-ready time): {note}.")
+    if not (a.central or a.sidecar):
+        out += ["No scale-up points to fit.", ""]
+    r = a.real
+    out += [
+        "",
+        "**Extrapolation (every number modelled).** Stated parameters: central registry NIC "
+        f"{_mbit(r.central_bytes_s)}, host NIC {_mbit(r.host_bytes_s)}, S3 "
+        f"{r.s3_conn_bytes_s / 1e6:g} MB/s per connection with docker's "
+        f"{r.parallel_downloads} parallel layer downloads (per host "
+        f"min(host NIC, min({r.parallel_downloads}, layers) x {r.s3_conn_bytes_s / 1e6:g} MB/s)),"
+        f" Q_s3 = {r.s3_get_per_s:,.0f} GET/s (one partitioned prefix: every host reads the "
+        f"same keys), R = {a.requests:,.1f} requests per pull; "
+        + (
+            f"t0 = {_s(a.t0_s)}, t1 = {_s(a.t1_s)} and the bandwidth efficiencies "
+            f"({100 * a.eff_central:.0f}% central, {100 * a.eff_host:.0f}% host) from the fits "
+            "above"
+            if a.central or a.sidecar
+            else "t0 = t1 = 0 and nominal bandwidths (nothing to fit)"
+        )
+        + ". Layers are assumed equal in size.",
+        "",
+        "| hosts | image | central: all ready | central bound by | sidecar: all ready "
+        "| sidecar: S / B_host_s3 + N·R / Q_s3 | central / sidecar |",
+        "|--:|---|--:|---|--:|---|--:|",
+    ]
+    out += [_row_md(row) for row in a.rows]
+    data_gets = a.layers + 2  # manifest, config, layers
+    out += [
+        "",
+        f"The request term N·R / Q_s3 puts every request of every host on one S3 partition at "
+        f"{r.s3_get_per_s:,.0f} GET/s (a hot image's keys share a prefix); S3 splits a prefix "
+        "that stays busy (answering 503 SlowDown meanwhile, which the sidecar retries), so this "
+        f"is the pessimistic case. Of R = {requests_per_pull(a.layers)} requests of a cold pull "
+        f"of {a.layers} layers, {data_gets} fetch data; the rest are repository link checks and "
+        "size HEADs.",
+    ]
+    if a.kraken is not None:
+        k = a.kraken
+        out += [
+            "",
+            f"**Compared with Kraken** (Uber's P2P registry; {KRAKEN['source']}): a 3G image "
+            "(taken as 3 GiB) with 2 layers pulled by 2,600 hosts at once, 300 MB/s limit per "
+            "agent, 5 trackers and 5 origins. The model gives the time until the last host is "
+            "ready (no spread), so compare it with Kraken's p99 / p99.9.",
+            "",
+            "| system | hosts | image | p50 | p99 | p99.9 | all hosts ready | kind |",
+            "|---|--:|---|--:|--:|--:|--:|---|",
+            f"| Kraken | 2,600 | 3G, 2 layers | {_s(KRAKEN['p50_s'])} | {_s(KRAKEN['p99_s'])} "
+            f"| {_s(KRAKEN['p999_s'])} | - | measured (published by Uber) |",
+            f"| regsidecar on S3 | 2,600 | {_size(k.size)}, 2 layers | - | - | - "
+            f"| {_s(k.sidecar_s)} | modelled ({_s(k.sidecar_transfer_s)} transfer at "
+            f"{_mbit(k.size / k.sidecar_transfer_s)} + {_s(k.sidecar_requests_s)} S3 requests) |",
+            f"| central registry | 2,600 | {_size(k.size)}, 2 layers | - | - | - "
+            f"| {_s(k.central_s)} | modelled |",
+            "",
+            "With 2 layers docker opens only 2 S3 connections per host (one per layer, each "
+            f"~{r.s3_conn_bytes_s / 1e6:g} MB/s), so the sidecar's transfer term is bounded "
+            "by S3's per-connection throughput, not the host NIC; ranged parallel GETs of one "
+            "blob would lift it towards the NIC.",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def _pts(fit: Fit, scenario: str) -> str:
+    n = len(fit.points)
+    return f"{n} measured {scenario} point" + ("s" if n != 1 else "")
+
+
+def _get_bw(params: Mapping[str, Any], key: str) -> float | None:
+    return params[key] * MBIT if params.get(key) else None
+
+
+def _row_md(row: Row) -> str:
+    ratio = row.central_s / row.sidecar_s if row.sidecar_s else math.inf
+    return (
+        f"| {row.n:,} | {_size(row.size)}, {row.layers} layers | {_s(row.central_s)} "
+        f"| {row.central_bound} | {_s(row.sidecar_s)} "
+        f"| {_s(row.sidecar_transfer_s)} + {_s(row.sidecar_requests_s)} | {ratio:,.1f}x |"
+    )
