@@ -53,7 +53,7 @@ from regsidecar.names import Names, write_atomic
 from regsidecar.oci import mediatypes
 from regsidecar.oci.mediatypes import ManifestInfo
 from regsidecar.oci.reference import Digest, Reference, parse_digest
-from regsidecar.retry import DeadlineExceeded, RetryPolicy, retrying
+from regsidecar.retry import RetryPolicy
 from regsidecar.storage.base import Driver
 from regsidecar.storage.filesystem import FilesystemDriver
 from regsidecar.storage.registry import RegistryReader
@@ -250,10 +250,20 @@ class Registry:
     async def _consistent(self, call: Callable[[], Awaitable[T]]) -> T:
         """The repository links this object but the store says it is not there: S3 may not
         show a fresh object everywhere yet, so ask again briefly before believing it."""
-        try:
-            return await retrying(call, _CONSISTENCY, transient=lambda e: isinstance(e, NotFound))
-        except DeadlineExceeded as exc:
-            raise NotFound(str(exc)) from exc
+        # Only NotFound answers count against the window: a slow first answer is not "absent"
+        # (the call is bounded by the request's deadline and the driver's own retries).
+        policy = _CONSISTENCY
+        give_up = time.monotonic() + policy.deadline_s
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except NotFound:
+                attempt += 1
+                delay = policy.backoff(attempt - 1)
+                if attempt >= policy.max_attempts or time.monotonic() + delay > give_up:
+                    raise
+                await asyncio.sleep(delay)
 
     # -- manifests ----------------------------------------------------------------------------
 
