@@ -941,3 +941,19 @@ async def test_restart_during_an_outage_still_serves_known_tags(
     with _sidecar(proxy, bucket, data_dir, env) as sc:
         assert (await _pull(sc.url, "app", "v1"))[0] == app
         assert any(e.get("msg") == "ignoring unreadable state file" for e in sc.logs())
+
+
+async def test_a_slow_size_answer_is_waited_for_not_taken_as_missing(
+    proxy: FaultProxy, bucket: str, writer: BucketWriter, tmp_path: Path
+) -> None:
+    """S3 takes 4 s to answer the blob's size HEAD (longer than the 3 s window for
+    eventual-consistency retries): the pull waits for it and succeeds; it is not a 404."""
+    data = os.urandom(200 * KiB)
+    digest = writer.blob("slow/app", data)
+    key = layout.blob_data(digest)
+    proxy.stall(4.0, times=1, method="HEAD", path_contains=key)
+    with _sidecar(proxy, bucket, tmp_path / "d") as sc:
+        async with aiohttp.ClientSession() as session:
+            status, got, n, _ = await _get_digest(session, f"{sc.url}/v2/slow/app/blobs/{digest}")
+    assert (status, got, n) == (200, digest, len(data))
+    assert [r for r in proxy.requests() if r.method == "HEAD" and key in r.path]
