@@ -294,8 +294,12 @@ def test_corrupt_blob_is_a_digest_failure_and_not_retried(
     c = one_failure(result, "digest")
     layer = tree.corrupt.platforms[0].layers[0]
     assert layer.digest in c["error_detail"]
-    assert c["requests"] == {"200": requests_per_client(tree.corrupt)}  # one try, as docker
-    assert c["bytes"] == pulled_bytes(tree.corrupt)
+    # One try of the corrupt layer, as docker (no retry after a digest mismatch): no request
+    # beyond one pull's worth. The config GET running beside it may be cut off ("error") when
+    # the pull fails first.
+    assert set(c["requests"]) <= {"200", "error"} and c["requests"].get("error", 0) <= 1
+    assert sum(c["requests"].values()) == requests_per_client(tree.corrupt)
+    assert c["bytes"] <= pulled_bytes(tree.corrupt)
 
 
 def test_dead_target_is_a_connect_failure(tmp_path: Path) -> None:
