@@ -56,7 +56,7 @@ def register(sub: SubParsers) -> None:
         p.set_defaults(run=run)
 
 
-def _act(args: argparse.Namespace, action: str) -> tuple[Report, str] | None:
+def _act(args: argparse.Namespace, action: str) -> Report | None:
     control = open_control(args.settings)
     calls: dict[str, Callable[[], Report]] = {
         "stats": control.stats,
@@ -71,16 +71,15 @@ def _act(args: argparse.Namespace, action: str) -> tuple[Report, str] | None:
     report["where"] = control.where
     if args.json:
         print(json.dumps(report))
-    return report, control.where
+    return report
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    done = _act(args, "stats")
-    if done is None:
+    r = _act(args, "stats")
+    if r is None:
         return 1
-    r, where = done
     if not args.json:
-        print(f"cache      {r['root']} ({where})")
+        print(f"cache      {r['root']} ({r['where']})")
         print(f"entries    {r['entries']}")
         print(f"size       {format_size(r['bytes'])} of {format_size(r['max_bytes'])}")
         print(f"trims to   {format_size(r['low_watermark_bytes'])} (low watermark)")
@@ -91,28 +90,26 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    done = _act(args, "verify")
-    if done is None:
+    r = _act(args, "verify")
+    if r is None:
         return 1
-    r, where = done
     if not args.json:
-        print(f"checked {r['checked']} blobs ({where}); removed {len(r['removed'])} corrupt")
+        print(f"checked {r['checked']} blobs ({r['where']}); removed {len(r['removed'])} corrupt")
         for digest in r["removed"]:
             print(f"  removed {digest}")
     return 1 if r["removed"] else 0
 
 
 def run_gc(args: argparse.Namespace) -> int:
-    done = _act(args, "gc")
-    if done is None:
+    r = _act(args, "gc")
+    if r is None:
         return 1
-    r, where = done
     if not args.json:
         verb = "would remove" if r["dry_run"] else "removed"
         for item in r["removed"]:
             print(f"  {verb} {item['digest']}  {format_size(item['bytes'])}")
         print(
-            f"{verb} {len(r['removed'])} blobs, {format_size(r['bytes_freed'])} ({where}); "
+            f"{verb} {len(r['removed'])} blobs, {format_size(r['bytes_freed'])} ({r['where']}); "
             f"cache now {r['entries']} entries, {format_size(r['bytes'])}"
         )
     return 0
