@@ -21,6 +21,15 @@ key upper-cased with ``.`` as ``_``::
     clock:
       correct: true                         REGSIDECAR_CLOCK_CORRECT
       max_offset_warn_s: 60                 REGSIDECAR_CLOCK_MAX_OFFSET_WARN_S
+    auth:                                   (push needs a writer; off = read-only)
+      htpasswd: /etc/regsidecar/htpasswd    REGSIDECAR_AUTH_HTPASSWD
+      tokens: /etc/regsidecar/tokens        REGSIDECAR_AUTH_TOKENS
+      writers: [ci]                         REGSIDECAR_AUTH_WRITERS   (comma-separated)
+    push:
+      delete: false                         REGSIDECAR_PUSH_DELETE
+      protect:                              REGSIDECAR_PUSH_PROTECT   ("v*=immutable,...")
+        - {tags: "v*", rule: immutable}
+        - {tags: production, rule: promote-only}
 
 Credentials are never part of it: boto3's chain (instance role, environment, profile) finds
 them. An invalid value raises :class:`~regsidecar.errors.ConfigError` naming the dotted key.
@@ -193,6 +202,72 @@ class LogSettings(_Model):
     access: bool = True
 
 
+def _comma_list(value: Any) -> Any:
+    """``REGSIDECAR_AUTH_WRITERS=ci,release`` -> ``["ci", "release"]``."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class AuthSettings(_Model):
+    """Who may do what. With neither file set the sidecar is read-only for everyone; with
+    one, anonymous clients may still pull (``anonymous_pull``) and only writers may push."""
+
+    htpasswd: str = ""  # htpasswd file, bcrypt entries only (htpasswd -B)
+    tokens: str = ""  # static bearer tokens for CI: NAME:TOKEN lines
+    # Names (htpasswd users, token names) allowed to push and delete; [] = every name.
+    writers: Annotated[list[str], BeforeValidator(_comma_list)] = []
+    anonymous_pull: bool = True
+    token_ttl_s: float = Field(300.0, gt=0, le=86400)
+    # The token endpoint's URL as clients reach it; "" = derived from each request's Host.
+    realm: str = ""
+    service: str = "regsidecar"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.htpasswd or self.tokens)
+
+
+class TagRule(_Model):
+    """Tags matching ``tags`` (a glob) in repositories matching ``repositories`` follow
+    ``rule``: ``immutable`` (never moves once written) or ``promote-only`` (moves only by
+    ``regsidecar promote``, never by a manifest push)."""
+
+    tags: str
+    rule: Literal["immutable", "promote-only"]
+    repositories: str = "*"
+
+
+def _parse_rules(value: Any) -> Any:
+    """``REGSIDECAR_PUSH_PROTECT=v*=immutable,production=promote-only`` -> rules."""
+    if not isinstance(value, str):
+        return value
+    out = []
+    for item in filter(None, (v.strip() for v in value.split(","))):
+        tags, _, rule = item.rpartition("=")
+        out.append({"tags": tags, "rule": rule})
+    return out
+
+
+class PushSettings(_Model):
+    """Writing the store (needs ``auth``)."""
+
+    delete: bool = False  # DELETE of manifests, tags and blobs
+    protect: Annotated[list[TagRule], BeforeValidator(_parse_rules)] = []
+    # Blobs at least this big go to S3 as a multipart upload, in parts of part_bytes.
+    multipart_threshold_bytes: ByteSize = 64 * 1024**2
+    part_bytes: ByteSize = 16 * 1024**2
+    # Upload sessions untouched for this long are removed.
+    upload_ttl_s: float = Field(86400.0, gt=0)
+
+    @field_validator("part_bytes")
+    @classmethod
+    def _part(cls, v: int) -> int:
+        if not 5 * 1024**2 <= v <= 5 * 1024**3:
+            raise ValueError("S3 parts are 5 MiB to 5 GiB")
+        return v
+
+
 def default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "share"
@@ -216,6 +291,8 @@ class Settings(_Model):
     upstreams: Annotated[list[UpstreamSettings], BeforeValidator(_parse_upstreams)] = []
     breaker: BreakerSettings = BreakerSettings()
     log: LogSettings = LogSettings()
+    auth: AuthSettings = AuthSettings()
+    push: PushSettings = PushSettings()
 
     @field_validator("listen", "ops_listen")
     @classmethod
@@ -283,6 +360,11 @@ class Settings(_Model):
     @property
     def cache_dir(self) -> str:
         return os.path.join(self.data_dir, "cache")
+
+    @property
+    def uploads_dir(self) -> str:
+        """Where blob upload sessions are staged until their digest is checked."""
+        return os.path.join(self.data_dir, "uploads")
 
 
 def _leaves(model: type[BaseModel], prefix: str = "") -> Iterator[str]:

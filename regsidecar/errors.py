@@ -12,9 +12,14 @@
      │    ├── ManifestUnknown        404 MANIFEST_UNKNOWN
      │    ├── ManifestInvalid        400 MANIFEST_INVALID
      │    ├── BlobUnknown            404 BLOB_UNKNOWN
+     │    ├── BlobUploadUnknown      404 BLOB_UPLOAD_UNKNOWN
+     │    ├── BlobUploadInvalid      400 BLOB_UPLOAD_INVALID
+     │    ├── ManifestBlobUnknown    400 MANIFEST_BLOB_UNKNOWN
+     │    ├── SizeInvalid            400 SIZE_INVALID
      │    ├── RangeInvalid           416 RANGE_INVALID (carries the blob size)
      │    ├── PaginationInvalid      400 PAGINATION_NUMBER_INVALID
      │    ├── Unsupported            405 UNSUPPORTED (404 for an unknown endpoint)
+     │    ├── Unauthorized           401 UNAUTHORIZED (+ WWW-Authenticate)
      │    ├── Denied                 403 DENIED
      │    ├── Unavailable            503 UNAVAILABLE (+ Retry-After)
      │    └── TooManyRequests        429 TOOMANYREQUESTS (+ Retry-After)
@@ -116,6 +121,30 @@ class BlobUnknown(OCIError):
     default_message = "blob unknown to registry"
 
 
+class BlobUploadUnknown(OCIError):
+    code = "BLOB_UPLOAD_UNKNOWN"
+    status = 404
+    default_message = "blob upload unknown to registry"
+
+
+class BlobUploadInvalid(OCIError):
+    code = "BLOB_UPLOAD_INVALID"
+    status = 400
+    default_message = "blob upload invalid"
+
+
+class ManifestBlobUnknown(OCIError):
+    code = "MANIFEST_BLOB_UNKNOWN"
+    status = 400
+    default_message = "manifest references a manifest or blob unknown to registry"
+
+
+class SizeInvalid(OCIError):
+    code = "SIZE_INVALID"
+    status = 400
+    default_message = "provided length did not match content length"
+
+
 class RangeInvalid(OCIError):
     code = "RANGE_INVALID"
     status = 416
@@ -137,6 +166,20 @@ class Unsupported(OCIError):
     code = "UNSUPPORTED"
     status = 405
     default_message = "the operation is unsupported"
+
+
+class Unauthorized(OCIError):
+    """401 with the challenge (``WWW-Authenticate``) that tells the client how to log in."""
+
+    code = "UNAUTHORIZED"
+    status = 401
+    default_message = "authentication required"
+
+    def __init__(
+        self, message: str | None = None, *, challenge: str | None = None, detail: Any = None
+    ) -> None:
+        headers = {"WWW-Authenticate": challenge} if challenge else None
+        super().__init__(message, detail=detail, headers=headers)
 
 
 class Denied(OCIError):

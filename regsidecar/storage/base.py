@@ -67,3 +67,32 @@ class Driver(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class WritableDriver(Driver, Protocol):
+    """A driver that can also write (push, promotion). Same errors as :class:`Driver`.
+
+    Writes of one key are atomic: a reader sees the old object or the new one, never part.
+    """
+
+    async def write(self, key: str, data: bytes) -> None:
+        """Create or replace the small object at ``key`` (links, manifests, audit records)."""
+        ...
+
+    async def write_file(self, key: str, path: str) -> None:
+        """Create or replace ``key`` with the content of the local file ``path`` (a blob);
+        large files go up in parts (S3 multipart upload), never whole in memory."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the object at ``key``; a missing key is not an error."""
+        ...
+
+    async def delete_tree(self, prefix: str) -> None:
+        """Remove every object under the directory ``prefix``; none is not an error."""
+        ...
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Every key under the directory ``prefix``, recursively, relative to it, sorted."""
+        ...
