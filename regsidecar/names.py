@@ -135,6 +135,32 @@ class Names:
 
         return await self._link_flights.do(key, load)
 
+    # -- writes through this sidecar ------------------------------------------------------------
+    # A push answers "201 Created" only after the store holds it; the next pull through this
+    # sidecar must see it at once, not after a TTL.
+
+    def note_tag(self, name: str, tag: str, digest: Digest) -> None:
+        self._tags[(name, tag)] = digest
+        self._known_tags[(name, tag)] = (str(digest), self._wall())
+        self._dirty = True
+
+    def forget_tag(self, name: str, tag: str) -> None:
+        self._tags.pop((name, tag), None)
+        self._known_tags.pop((name, tag), None)
+        self._dirty = True
+
+    def note_link(self, kind: str, name: str, digest: Digest) -> None:
+        key = (kind, name, str(digest))
+        self._links[key] = True
+        self._known_links[key] = self._wall()
+        self._dirty = True
+
+    def forget_link(self, kind: str, name: str, digest: Digest) -> None:
+        key = (kind, name, str(digest))
+        self._links.pop(key, None)
+        self._known_links.pop(key, None)
+        self._dirty = True
+
     def _fresh(self, at: float | None) -> bool:
         return at is not None and self._wall() - at <= self._stale_s
 

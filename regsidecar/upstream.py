@@ -27,7 +27,7 @@ from yarl import URL
 from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
 from regsidecar.oci import mediatypes
 from regsidecar.oci.reference import Digest, parse_digest
-from regsidecar.storage.base import CHUNK, RequestHook, observed
+from regsidecar.storage.base import CHUNK, RequestHook, observed, read_bounded
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -225,7 +225,7 @@ class RegistryClient:
             "GET", f"/v2/{repo}/manifests/{digest}", str(digest), {"Accept": ACCEPT}
         )
         try:
-            data = await resp.content.read(max_bytes + 1)
+            data = await read_bounded(resp.content, max_bytes)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamUnavailable(str(digest), f"{self.name}: {exc}") from exc
         finally:

@@ -185,7 +185,10 @@ class Sidecar(ServerProcess):
         self.faketime.set(offset)
 
     def start(self, deadline_s: float = 30.0) -> Sidecar:
-        self._start(self.argv, self.url + "/v2/", env=self.env, deadline_s=deadline_s)
+        # 401: auth is on (a challenge tells clients where to log in); the sidecar is up.
+        self._start(
+            self.argv, self.url + "/v2/", ok=(200, 401), env=self.env, deadline_s=deadline_s
+        )
         return self
 
     def stop(self) -> None:

@@ -19,16 +19,21 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from regsidecar.api import handlers, ops
-from regsidecar.api.keys import METRICS, READINESS, REGISTRY, SETTINGS
+from regsidecar.api import auth, handlers, ops, push
+from regsidecar.api.keys import AUTH, METRICS, READINESS, REGISTRY, SETTINGS
 from regsidecar.api.middleware import add_api_version, oci_errors
+from regsidecar.api.push import PUSHER, UPLOADS
 from regsidecar.api.server import OCIAppRunner
+from regsidecar.auth.policy import Authenticator
 from regsidecar.config import Settings
 from regsidecar.logs import LineBatcher, access_logger_class
 from regsidecar.metrics import CacheFigures, Metrics
 from regsidecar.notify import Notifier, watchdog_interval
+from regsidecar.push import Pusher
 from regsidecar.readiness import Readiness
 from regsidecar.service import Registry
+from regsidecar.storage.base import WritableDriver
+from regsidecar.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,9 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
             "cache": registry.cache.root if registry.cache else None,
         },
     )
+    assert isinstance(registry.driver, WritableDriver), "both stores can be written"
+    app[PUSHER] = Pusher(registry.driver, settings, names=registry.names)
+    app[UPLOADS] = Uploads(settings.uploads_dir, ttl_s=settings.push.upload_ttl_s)
     saver = asyncio.get_running_loop().create_task(_save_state_every(registry, STATE_SAVE_S))
     yield
     saver.cancel()
@@ -81,10 +89,13 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[oci_errors])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[AUTH] = Authenticator.from_settings(settings)  # None: read-only, no credentials
     app.cleanup_ctx.append(_registry_ctx)
     app.on_response_prepare.append(add_api_version)
     if not settings.ops_listen:
         ops.add_routes(app)
+    app.router.add_route("*", auth.TOKEN_PATH, auth.token_endpoint)
+    app.router.add_post("/-/promote", push.promote)
     app.router.add_route("*", "/{tail:.*}", handlers.dispatch)
     return app
 

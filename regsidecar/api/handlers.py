@@ -10,6 +10,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_request import BaseRequest
 
+from regsidecar.api import push
+from regsidecar.api.auth import require
 from regsidecar.api.keys import REGISTRY, ROUTE
 from regsidecar.errors import OCIError, PaginationInvalid, StorageError, Unsupported
 from regsidecar.oci import mediatypes
@@ -20,10 +22,6 @@ from regsidecar.service import LocalBlob, manifest_outcome
 
 log = logging.getLogger(__name__)
 
-READ_ONLY = (
-    "regsidecar serves pulls only; push to the registry that writes the bucket "
-    "(a registry:2 with write credentials)"
-)
 MAX_TAGS_PAGE = 10000
 
 
@@ -47,27 +45,36 @@ class PinnedFileResponse(web.FileResponse):
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    """Every /v2 path: parse it into a route, then hand it to the route's handler."""
+    """Every /v2 path: parse it into a route, then hand it to the route's handler, which
+    authorizes the request before it reads anything."""
     request[ROUTE] = "invalid"
     route = parse_path(request.path)
     request[ROUTE] = route.kind
     method = request.method
-    if route.kind == "upload" or (
-        route.kind in ("manifest", "blob") and method in ("PUT", "DELETE", "POST", "PATCH")
-    ):
-        raise Unsupported(READ_ONLY)
+    if route.kind == "upload":
+        return await push.upload(request, route)
+    if route.kind == "manifest" and method == "PUT":
+        return await push.put_manifest(request, route)
+    if route.kind == "manifest" and method == "DELETE":
+        return await push.delete_manifest(request, route)
+    if route.kind == "blob" and method == "DELETE":
+        return await push.delete_blob(request, route)
     if method not in ("GET", "HEAD"):
         raise Unsupported(f"method {method} is not supported on this endpoint")
     if route.kind == "base":
+        await require(request, None, "pull")
         return web.json_response({})
+    if route.kind == "referrers":
+        return await push.referrers(request, route)
+    if route.kind == "catalog":
+        raise Unsupported("the catalog API is not available", status=404)
+    await require(request, route.name, "pull")
     if route.kind == "manifest":
         return await get_manifest(request, route)
     if route.kind == "blob":
         assert route.digest is not None
         return await get_blob(request, route.name, route.digest)
-    if route.kind == "tags":
-        return await list_tags(request, route.name)
-    raise Unsupported(f"the {route.kind} API is not available", status=404)
+    return await list_tags(request, route.name)
 
 
 def _etag_matches(request: web.Request, digest: Digest) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from regsidecar.auth.policy import Authenticator, Identity
 from regsidecar.config import Settings
 from regsidecar.metrics import Metrics
 from regsidecar.readiness import Readiness
@@ -13,5 +14,9 @@ SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
 METRICS = web.AppKey("metrics", Metrics)
 READINESS = web.AppKey("readiness", Readiness)
+# None: auth is off and the sidecar is read-only for everyone.
+AUTH: web.AppKey[Authenticator | None] = web.AppKey("auth")
 # Per request: the route kind parsed by the dispatcher, for metrics and the access log.
 ROUTE = web.RequestKey("route", str)
+# Per request: who made it, once regsidecar.api.auth.require has run (for the audit log).
+IDENTITY = web.RequestKey("identity", Identity)

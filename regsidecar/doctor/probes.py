@@ -221,7 +221,7 @@ async def probe_sidecar(listen: str) -> SidecarProbe:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return SidecarProbe(url, error=describe(exc))
         probe = SidecarProbe(url, status=status, api_version=version)
-        if status != 200:
+        if status not in (200, 401):
             return probe
         try:
             async with session.get(f"{url}/readyz") as resp:

@@ -264,7 +264,8 @@ def sidecar_verdict(p: SidecarProbe) -> Check:
             f"{p.url}/v2/: {p.error}",
             "check the process: journalctl -u regsidecar; systemctl restart regsidecar",
         )
-    if p.status != 200 or p.api_version != "registry/2.0":
+    # 401: auth is on, and the challenge tells docker where to log in; still our sidecar.
+    if p.status not in (200, 401) or p.api_version != "registry/2.0":
         return Check(
             "sidecar",
             "fail",
@@ -272,7 +273,9 @@ def sidecar_verdict(p: SidecarProbe) -> Check:
             "registry/2.0: something else holds the port",
             "find it (ss -ltnp) and stop it, or set listen to a free port",
         )
-    detail = f"{p.url}/v2/: 200 registry/2.0"
+    detail = f"{p.url}/v2/: {p.status} registry/2.0"
+    if p.status == 401:
+        detail += " (auth on)"
     if p.ready_status == 503:
         return Check(
             "sidecar",

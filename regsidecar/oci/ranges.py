@@ -63,3 +63,27 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if start >= size:
         raise RangeInvalid(size)
     return ByteRange(start, end)
+
+
+# A chunk's Content-Range: the spec's "<start>-<end>"; "bytes <start>-<end>/<total>" (RFC
+# 9110) and "bytes=<start>-<end>" are what some clients send instead.
+_CHUNK_RE = re.compile(
+    r"[ \t]*(?:bytes[ \t]*[ =][ \t]*)?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?[ \t]*"
+)
+
+
+def parse_chunk_range(header: str) -> ByteRange:
+    """The inclusive range of an upload chunk (PATCH ``Content-Range``).
+
+    >>> parse_chunk_range("0-1023")
+    ByteRange(start=0, end=1023)
+
+    Raises :class:`RangeInvalid` (416) when it cannot be read or ends before it starts.
+    """
+    m = _CHUNK_RE.fullmatch(header)
+    if m is None:
+        raise RangeInvalid(None, "malformed Content-Range; expected <start>-<end>")
+    start, end = int(m.group(1)), int(m.group(2))
+    if end < start:
+        raise RangeInvalid(None, "Content-Range ends before it starts")
+    return ByteRange(start, end)

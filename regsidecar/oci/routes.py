@@ -16,7 +16,7 @@ from typing import Literal
 from regsidecar.errors import Unsupported
 from regsidecar.oci.reference import Digest, Reference, parse_digest, parse_name, parse_reference
 
-_UPLOAD_RE = re.compile(r"(.+)/blobs/uploads(?:/[^/]*)?")
+_UPLOAD_RE = re.compile(r"(.+)/blobs/uploads(?:/([^/]*))?")
 RouteKind = Literal["base", "manifest", "blob", "tags", "upload", "referrers", "catalog"]
 
 
@@ -28,6 +28,7 @@ class Route:
     name: str = ""
     reference: Reference | None = None
     digest: Digest | None = None
+    upload: str = ""  # an upload session's id ("" for POST .../blobs/uploads/)
 
 
 def parse_path(path: str) -> Route:
@@ -45,7 +46,7 @@ def parse_path(path: str) -> Route:
         return Route("tags", parse_name(rest[: -len("/tags/list")]))
     upload = _UPLOAD_RE.fullmatch(rest)
     if upload is not None:
-        return Route("upload", parse_name(upload.group(1)))
+        return Route("upload", parse_name(upload.group(1)), upload=upload.group(2) or "")
     for marker, kind in (
         ("/manifests/", "manifest"),
         ("/blobs/", "blob"),

@@ -20,6 +20,22 @@ T = TypeVar("T")
 RequestHook = Callable[[str, str, float], None]
 
 
+class _Readable(Protocol):
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+async def read_bounded(stream: _Readable, max_bytes: int) -> bytes:
+    """Up to ``max_bytes + 1`` bytes of ``stream`` (so "too large" can be told apart).
+    aiohttp's ``read(n)`` returns whatever is buffered, up to n, so one call is not enough."""
+    buf = bytearray()
+    while len(buf) <= max_bytes:
+        chunk = await stream.read(max_bytes + 1 - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
 async def observed(hook: RequestHook | None, method: str, call: Awaitable[T]) -> T:
     """Await ``call`` (one upstream request) and report its outcome and duration to ``hook``."""
     started = time.monotonic()

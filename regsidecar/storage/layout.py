@@ -11,6 +11,12 @@ slash. The tree, as distribution's ``registry/storage/paths.go`` lays it out::
         _manifests/tags/<tag>/current/link                       tag -> manifest digest
         _manifests/tags/<tag>/index/<alg>/<hex>/link             tag history
         _uploads/<uuid>/...                                      in-progress pushes
+        _referrers/<alg>/<hex>/<alg>/<hex>/descriptor.json       regsidecar: a manifest whose
+                                                                 subject is the first digest
+        _audit/<time>-<id>.json                                  regsidecar: tag moves
+
+distribution skips directories starting with ``_`` when it walks repositories, and no
+repository name can start with one, so the two regsidecar additions are invisible to it.
 
 A link file holds ``<alg>:<hex>``. Every argument here has already passed the grammar in
 :mod:`regsidecar.oci.reference`, so no key can leave its repository's subtree.
@@ -73,3 +79,30 @@ def tag_index_link(name: str, tag: str, digest: Digest | str) -> str:
 
 def repositories_dir() -> str:
     return f"{ROOT}/repositories"
+
+
+def tag_dir(name: str, tag: str) -> str:
+    return f"{tags_dir(name)}/{tag}"
+
+
+def layers_dir(name: str) -> str:
+    return f"{repository(name)}/_layers"
+
+
+def revisions_dir(name: str) -> str:
+    return f"{repository(name)}/_manifests/revisions"
+
+
+def referrers_dir(name: str, subject: Digest | str) -> str:
+    alg, hex_ = _split(subject)
+    return f"{repository(name)}/_referrers/{alg}/{hex_}"
+
+
+def referrer_entry(name: str, subject: Digest | str, digest: Digest | str) -> str:
+    alg, hex_ = _split(digest)
+    return f"{referrers_dir(name, subject)}/{alg}/{hex_}/descriptor.json"
+
+
+def audit_record(name: str, stamp: str) -> str:
+    """``stamp`` sorts by time (``20261122T043000.123456Z-<id>``)."""
+    return f"{repository(name)}/_audit/{stamp}.json"

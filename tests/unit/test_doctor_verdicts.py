@@ -255,6 +255,8 @@ URL = "http://127.0.0.1:5000"
         (SidecarProbe(URL, status=200, api_version="registry/2.0"), "pass"),
         (SidecarProbe(URL, status=200, api_version=None), "fail"),  # not a registry
         (SidecarProbe(URL, status=404, api_version="registry/2.0"), "fail"),
+        (SidecarProbe(URL, status=401, api_version="registry/2.0"), "pass"),  # auth on
+        (SidecarProbe(URL, status=401, api_version=None), "fail"),
         (SidecarProbe(URL, 200, "registry/2.0", ready_status=200, ready_detail="{}"), "pass"),
         (SidecarProbe(URL, 200, "registry/2.0", ready_status=503, ready_detail="s3"), "warn"),
     ],

@@ -43,7 +43,10 @@ D = Digest("sha256", HEX)
         # uploads
         ("/v2/alpine/blobs/uploads/", Route("upload", "alpine")),
         ("/v2/alpine/blobs/uploads", Route("upload", "alpine")),
-        ("/v2/library/alpine/blobs/uploads/0a1b-2c3d", Route("upload", "library/alpine")),
+        (
+            "/v2/library/alpine/blobs/uploads/0a1b-2c3d",
+            Route("upload", "library/alpine", upload="0a1b-2c3d"),
+        ),
         # referrers
         (f"/v2/alpine/referrers/{DIGEST}", Route("referrers", "alpine", digest=D)),
         (f"/v2/a/b/referrers/{DIGEST}", Route("referrers", "a/b", digest=D)),
