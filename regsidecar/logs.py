@@ -89,7 +89,7 @@ def access_logger_class(
     or a query string: nothing a client sends as a credential is logged.
     """
 
-    from regsidecar.api.keys import ROUTE
+    from regsidecar.api.keys import IDENTITY, ROUTE
 
     class AccessLogger(AbstractAccessLogger):
         def log(self, request: BaseRequest, response: StreamResponse, time_s: float) -> None:
@@ -118,6 +118,8 @@ def access_logger_class(
                         "ms": round(time_s * 1000, 2),
                         "cache": cache,
                         "remote": request.remote,
+                        # Who, when a request carried credentials: pushes are attributable.
+                        "user": getattr(request.get(IDENTITY), "name", None),
                     },
                     separators=(",", ":"),
                 )
