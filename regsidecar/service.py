@@ -247,6 +247,12 @@ class Registry:
     async def tags(self, name: str) -> list[str]:
         return await self.names.tags(name)
 
+    async def repositories(self) -> list[str]:
+        try:
+            return await self.reader.repositories()
+        except StorageError as exc:
+            raise Unavailable.from_storage(exc) from exc
+
     async def _consistent(self, call: Callable[[], Awaitable[T]]) -> T:
         """The repository links this object but the store says it is not there: S3 may not
         show a fresh object everywhere yet, so ask again briefly before believing it."""

@@ -302,7 +302,7 @@ BAD = [
     ("PATCH", "/v2/regsidecar/hello/blobs/uploads/1234", {}, 405, "UNSUPPORTED"),
     ("GET", "/v3/whatever", {}, 404, "UNSUPPORTED"),
     ("GET", "/v2/regsidecar/hello/unknown/thing", {}, 404, "UNSUPPORTED"),
-    ("GET", "/v2/_catalog", {}, 404, "UNSUPPORTED"),
+    ("GET", "/v2/_catalog?n=-1", {}, 400, "PAGINATION_NUMBER_INVALID"),
     ("GET", "/v2/", {"X-Huge": "x" * 20000}, 431, "UNSUPPORTED"),
     ("GET", "/v2/", {"X-Many": "y" * 8000, "X-More": "z" * 8000, "X-Much": "w" * 8000}, 200, None),
     ("GET / HTTP/1.1\r\nBad", "/", {}, 400, "UNSUPPORTED"),

@@ -22,7 +22,7 @@ from regsidecar.service import LocalBlob, manifest_outcome
 
 log = logging.getLogger(__name__)
 
-MAX_TAGS_PAGE = 10000
+MAX_PAGE = 10000
 
 
 class PinnedFileResponse(web.FileResponse):
@@ -67,7 +67,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if route.kind == "referrers":
         return await push.referrers(request, route)
     if route.kind == "catalog":
-        raise Unsupported("the catalog API is not available", status=404)
+        return await catalog(request)
     await require(request, route.name, "pull")
     if route.kind == "manifest":
         return await get_manifest(request, route)
@@ -150,19 +150,39 @@ async def get_blob(request: web.Request, name: str, digest: Digest) -> web.Strea
     return resp
 
 
-async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
-    n_raw = request.query.get("n")
-    last = request.query.get("last", "")
-    tags = await request.app[REGISTRY].tags(name)
+def paginate(
+    items: list[str], n_raw: str | None, last: str, next_path: str
+) -> tuple[list[str], dict[str, str]]:
+    """The spec's ``n``/``last`` pagination of a sorted list, and the ``Link`` header to the
+    next page when there is one."""
     if last:
-        tags = [t for t in tags if t > last]
+        items = [t for t in items if t > last]
     headers = {}
     if n_raw is not None:
         if not n_raw.isdigit() or len(n_raw) > 9:
             raise PaginationInvalid(detail={"n": n_raw[:20]})
-        n = min(int(n_raw), MAX_TAGS_PAGE)
-        if len(tags) > n:
-            tags = tags[:n]
+        n = min(int(n_raw), MAX_PAGE)
+        if len(items) > n:
+            items = items[:n]
             if n > 0:
-                headers["Link"] = f'</v2/{name}/tags/list?n={n}&last={tags[-1]}>; rel="next"'
+                headers["Link"] = f'<{next_path}?n={n}&last={items[-1]}>; rel="next"'
+    return items, headers
+
+
+async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
+    tags = await request.app[REGISTRY].tags(name)
+    tags, headers = paginate(
+        tags, request.query.get("n"), request.query.get("last", ""), f"/v2/{name}/tags/list"
+    )
     return web.json_response({"name": name, "tags": tags}, headers=headers)
+
+
+async def catalog(request: web.Request) -> web.StreamResponse:
+    """``/v2/_catalog``: every repository of the store. With auth on it asks for credentials
+    or a token, as ``/v2/`` does: a client that only pulls a name it knows never lists."""
+    await require(request, None, "pull")
+    names = await request.app[REGISTRY].repositories()
+    names, headers = paginate(
+        names, request.query.get("n"), request.query.get("last", ""), "/v2/_catalog"
+    )
+    return web.json_response({"repositories": names}, headers=headers)

@@ -10,6 +10,8 @@ manifest, kept for old pushes; so do we). A tag is ``tags/<tag>/current/link``.
 
 from __future__ import annotations
 
+import asyncio
+
 from regsidecar.errors import DigestInvalid, NotFound, StorageError
 from regsidecar.oci.reference import Digest, parse_digest
 from regsidecar.storage import layout
@@ -61,3 +63,26 @@ class RegistryReader:
     @staticmethod
     def blob_key(digest: Digest) -> str:
         return layout.blob_data(digest)
+
+    async def repositories(self) -> list[str]:
+        """Every repository name, sorted, found as distribution's catalog finds them: a
+        directory holding ``_layers`` or ``_manifests``; ``_``-directories are not descended
+        into, and a repository may hold others (``team`` and ``team/app``). One listing per
+        directory, a level at a time."""
+        found: list[str] = []
+        level = [""]
+        while level:
+            listings = await asyncio.gather(
+                *(self.driver.list_children(_join(layout.repositories_dir(), p)) for p in level)
+            )
+            nxt = []
+            for parent, children in zip(level, listings, strict=True):
+                if parent and ("_layers" in children or "_manifests" in children):
+                    found.append(parent)
+                nxt += [_join(parent, c) for c in children if not c.startswith("_")]
+            level = nxt
+        return sorted(found)
+
+
+def _join(parent: str, child: str) -> str:
+    return f"{parent}/{child}" if parent else child
