@@ -25,6 +25,7 @@ import contextvars
 import hashlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -462,6 +463,39 @@ class Registry:
             raise UpstreamUnavailable(key, "every source's circuit is open")
 
         return open_at
+
+    async def adopt(self, digest: Digest, path: str, size: int) -> None:
+        """Keep a copy of a blob this sidecar has just verified and stored (a push) in the
+        cache, a hard link when the disk allows, so the first pull on this host is a hit.
+        Best effort: a full or failing cache disk only costs that first pull a download."""
+        cache = self.cache
+        if cache is None or cache.lookup(digest) is not None or not cache.can_hold(size):
+            return
+
+        def link() -> None:
+            temp = cache.temp_path(digest)
+            try:
+                os.link(path, temp)
+            except OSError:
+                shutil.copyfile(path, temp)
+            try:
+                fd = os.open(temp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                cache.publish(temp, digest)
+            except BaseException:
+                cache.discard(temp)
+                raise
+
+        try:
+            await asyncio.to_thread(link)
+        except OSError as exc:
+            log.warning("pushed blob not cached", extra={"digest": str(digest), "error": str(exc)})
+            return
+        cache.record(digest, size)
+        self._mark_verified(digest)
 
     async def verify_cache(self) -> tuple[int, list[str]]:
         """Re-hash every cached file (off the event loop, each pinned while it is read) and

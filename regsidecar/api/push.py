@@ -19,7 +19,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from regsidecar.api.auth import require
-from regsidecar.api.keys import AUTH
+from regsidecar.api.keys import AUTH, REGISTRY
 from regsidecar.errors import (
     BlobUploadInvalid,
     DigestInvalid,
@@ -133,6 +133,7 @@ async def upload(request: web.Request, route: Route) -> web.StreamResponse:
                 await uploads.discard(session)
                 raise
             await pusher.commit_blob(name, digest, path, size)
+            await request.app[REGISTRY].adopt(digest, path, size)
             await uploads.discard(session)
         return _created_blob(name, digest)
     raise web.HTTPMethodNotAllowed(method, ["GET", "HEAD", "PATCH", "PUT", "DELETE"])
@@ -161,6 +162,7 @@ async def _start(
                 await _append_chunk(request, uploads, session)
                 path, size = await uploads.finish(session, digest)
                 await pusher.commit_blob(name, digest, path, size)
+                await request.app[REGISTRY].adopt(digest, path, size)
         finally:
             await uploads.discard(session)
         return _created_blob(name, digest)
