@@ -358,15 +358,25 @@ class Pusher:
             pushed = parse_pushed(payload, None)
         except ManifestInvalid as exc:
             raise ManifestInvalid(f"cannot promote {digest}: {exc.message}") from exc
-        for child in pushed.manifests:
-            if await self._store(self.reader.has_manifest(source, child)):
-                await self._link_image(source, target, child)
-        for blob in pushed.blobs:
-            if not await self._store(self.reader.has_blob(source, blob)):
-                raise ManifestBlobUnknown(
-                    f"{source} lacks a blob of {digest}", detail={"digest": str(blob)}
-                )
-            await self._store(self.writer.link_blob(target, blob))
+        gate = asyncio.Semaphore(CHECKS_IN_FLIGHT)
+
+        async def child(d: Digest) -> None:
+            async with gate:
+                present = await self._store(self.reader.has_manifest(source, d))
+            if present:
+                await self._link_image(source, target, d)
+
+        async def blob(d: Digest) -> None:
+            async with gate:
+                if not await self._store(self.reader.has_blob(source, d)):
+                    raise ManifestBlobUnknown(
+                        f"{source} lacks a blob of {digest}", detail={"digest": str(d)}
+                    )
+                await self._store(self.writer.link_blob(target, d))
+
+        # Children and blobs at once; the manifest's own revision link last, so the target
+        # never names a manifest whose parts it does not link yet.
+        await asyncio.gather(*map(child, pushed.manifests), *map(blob, pushed.blobs))
         await self._store(self.writer.put_manifest(target, digest, payload))
         if self.names is not None:
             self.names.note_link("manifest", target, digest)

@@ -14,14 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
-import bcrypt
 import pytest
 
 from tests.conftest import s3_args
@@ -51,6 +48,7 @@ from tests.oci_client import (
     random_bytes,
     unique_repo,
 )
+from tests.rig.htpasswd import PushAuth
 from tests.sidecar import Sidecar
 
 AT_SBOM = "application/vnd.example.sbom.v1+json"
@@ -63,38 +61,17 @@ RANGE_HDR = re.compile(r"^0-(-?\d+)$")
 # -- the sidecar under test --------------------------------------------------------------------
 
 
-def _htpasswd_line(user: str, password: str) -> str:
-    """``htpasswd -Bbn`` ($2y$) when apache2-utils is installed, else python bcrypt ($2b$)."""
-    tool = shutil.which("htpasswd")
-    if tool and user == WRITER.login:
-        out = subprocess.run(
-            [tool, "-Bbn", "-C", "5", user, password],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        return out.strip()
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()
-    return f"{user}:{hashed}"
-
-
 @pytest.fixture(scope="module", params=["dir", "s3"])
 def sidecar(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Sidecar]:
     """One sidecar per store for the whole module, push and delete enabled, htpasswd auth."""
     root = tmp_path_factory.mktemp(f"oci-{request.param}")
-    htpasswd = root / "htpasswd"
-    htpasswd.write_text(
-        _htpasswd_line(WRITER.login, WRITER.password)
-        + "\n"
-        + _htpasswd_line(READER.login, READER.password)
-        + "\n"
-    )
-    cfg = root / "regsidecar.yaml"
-    cfg.write_text(
-        f"auth:\n  htpasswd: {htpasswd}\n  writers: [{WRITER.login}]\npush:\n  delete: true\n"
-    )
+    cfg = PushAuth(
+        users={WRITER.login: WRITER.password, READER.login: READER.password},
+        tokens={},
+        writers=[WRITER.login],
+    ).write(root)
     if request.param == "dir":
         store = ["--storage", str(root / "registry")]
     else:

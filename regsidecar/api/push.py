@@ -230,6 +230,9 @@ async def referrers(request: web.Request, route: Route) -> web.StreamResponse:
 async def promote(request: web.Request) -> web.StreamResponse:
     """``POST /-/promote`` ``{"source": "team/app@sha256:...", "tags": ["qa", "other/app:qa"]}``:
     the API twin of ``regsidecar promote``; needs push rights on every target repository."""
+    # Who is asking comes first (auth -> parse): read-only and anonymous callers are turned
+    # away before the body is read.
+    await require(request, None, "push")
     try:
         doc = await request.json()
     except ValueError as exc:
