@@ -14,13 +14,15 @@ they also bind ``regsidecar promote`` run without a sidecar.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import fnmatch
 import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -159,6 +161,25 @@ class Pusher:
         self.rules = settings.push.protect
         self.names = names
         self._now = now
+        self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, pairs: Iterable[tuple[str, str]]) -> AsyncIterator[None]:
+        """Hold the (repository, tag) locks of ``pairs`` (in sorted order: no deadlock), so a
+        rule check and the write it allows are one step for concurrent requests here. Other
+        writers of the store (another sidecar, registry:2) are not serialized with these."""
+        held = []
+        for key in sorted(set(pairs)):
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = asyncio.Lock()
+            held.append(lock)
+        async with contextlib.AsyncExitStack() as stack:
+            for lock in held:
+                await stack.enter_async_context(lock)
+            yield
 
     async def _store(self, call: Awaitable[Any]) -> Any:
         """Storage trouble while writing is the store's unavailability, not the client's."""
@@ -215,6 +236,13 @@ class Pusher:
         for tag in tags:
             parse_tag(tag)
         await self._check_references(name, pushed)
+        async with self._holding((name, t) for t in tags):
+            await self._put_checked(name, digest, payload, pushed, tags)
+        return digest, pushed
+
+    async def _put_checked(
+        self, name: str, digest: Digest, payload: bytes, pushed: PushedManifest, tags: list[str]
+    ) -> None:
         currents = await asyncio.gather(*(self._current(name, t) for t in tags))
         for tag, current in zip(tags, currents, strict=True):
             rule = tag_rule(self.rules, name, tag)
@@ -237,7 +265,6 @@ class Pusher:
             self.names.note_link("manifest", name, digest)
             for tag in tags:
                 self.names.note_tag(name, tag, digest)
-        return digest, pushed
 
     async def _current(self, name: str, tag: str) -> Digest | None:
         try:
@@ -267,20 +294,27 @@ class Pusher:
         """By tag: remove the tag. By digest: unlink the manifest and every tag on it."""
         self._deletes_enabled()
         if reference.tag is not None:
-            tag = reference.tag
-            current = await self._current(name, tag)
-            if current is None:
-                raise ManifestUnknown(f"unknown tag {name}:{tag}")
-            check_tag_move(tag_rule(self.rules, name, tag), tag, current, None, promotion=False)
-            await self._store(self.writer.untag(name, tag))
-            if self.names is not None:
-                self.names.forget_tag(name, tag)
+            async with self._holding([(name, reference.tag)]):
+                await self._untag_checked(name, reference.tag)
             return
         digest = reference.digest
         assert digest is not None
         if not await self._store(self.reader.has_manifest(name, digest)):
             raise ManifestUnknown(f"unknown manifest {name}@{digest}")
         tags = await self._store(self.writer.tags_pointing_at(name, digest))
+        async with self._holding((name, t) for t in tags):
+            await self._delete_checked(name, digest, tags)
+
+    async def _untag_checked(self, name: str, tag: str) -> None:
+        current = await self._current(name, tag)
+        if current is None:
+            raise ManifestUnknown(f"unknown tag {name}:{tag}")
+        check_tag_move(tag_rule(self.rules, name, tag), tag, current, None, promotion=False)
+        await self._store(self.writer.untag(name, tag))
+        if self.names is not None:
+            self.names.forget_tag(name, tag)
+
+    async def _delete_checked(self, name: str, digest: Digest, tags: list[str]) -> None:
         for tag in tags:
             check_tag_move(tag_rule(self.rules, name, tag), tag, digest, None, promotion=False)
         subject = await self._subject_of(digest)
@@ -332,6 +366,12 @@ class Pusher:
         Each move is audited (log line and a record in the store)."""
         if not await self._store(self.reader.has_manifest(name, digest)):
             raise ManifestUnknown(f"unknown manifest {name}@{digest}")
+        async with self._holding(targets):
+            return await self._promote_checked(name, digest, targets, by=by)
+
+    async def _promote_checked(
+        self, name: str, digest: Digest, targets: Sequence[tuple[str, str]], *, by: str
+    ) -> list[TagMove]:
         currents = await asyncio.gather(*(self._current(r, t) for r, t in targets))
         for (repo, tag), current in zip(targets, currents, strict=True):
             check_tag_move(tag_rule(self.rules, repo, tag), tag, current, digest, promotion=True)
