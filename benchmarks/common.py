@@ -38,6 +38,7 @@ TARGET_MANIFEST_VS_DISTRIBUTION = 4.0
 TARGET_RSS_MIB = 150.0
 TARGET_COLD_VS_DIRECT = 1.15  # cold GET through a fresh sidecar / direct S3 GET, at most
 TARGET_FANOUT_S3_GETS = 1  # S3 GETs of the blob's data for N concurrent cold requests
+TARGET_PUSH_VS_DISTRIBUTION = 1.25  # image push to regsidecar / to distribution, at most
 
 
 def log(msg: str) -> None:
@@ -61,6 +62,7 @@ class Config:
     rss_interval_s: float
     upload_budget_s: float
     stream_timeout_s: float
+    push_mib: int
     json_out: str | None
     quick: bool
 

@@ -12,12 +12,17 @@
                 blob's data counted in moto's log (target 1), every body sha256-verified.
 5. ``rss``      peak RSS of regsidecar while 50 clients stream cold 256 MiB blobs
                 (moto S3 -> sidecar -> aiohttp client here, sha256 verified).
+6. ``push``     push of a new random 256 MiB layer (POST, one PATCH, PUT ?digest), its config
+                and manifest: regsidecar (S3 on moto, Basic auth) vs distribution (S3 on moto),
+                interleaved rounds, S3 requests counted; then ``POST /-/promote`` on the sidecar.
 
 hey is the load generator, always against 127.0.0.1, ``-z`` bounded. Each load runs ``--rounds``
 times (default 3), interleaved across the servers it compares, and the median round is
-reported. Before each load the script waits (``--quiet-wait``, at most 10 s) for the rest of the
-machine to go idle. Every process started here is stopped by PID and every temp dir removed,
-also on Ctrl-C, SIGTERM or an error. Run from the repository root::
+reported (``cold`` and ``push`` time single requests of an aiohttp client in this process
+instead, and compare medians). Before each load the script waits (``--quiet-wait``, at most
+10 s) for the rest of the machine to go idle. Every process started here is stopped by PID
+and every temp dir removed, also on Ctrl-C, SIGTERM or an error. Run from the repository
+root::
 
     python -m benchmarks.micro --json benchmarks/results/micro.json
 """
@@ -56,6 +61,7 @@ from benchmarks.common import (
 )
 from benchmarks.options import build_parser, resolve
 from benchmarks.peers import BareAiohttp, Nginx
+from benchmarks.push import bench_push
 from benchmarks.report import bad_responses, machine, render
 from tests.rig.moto import MotoServer
 
@@ -203,6 +209,7 @@ def run(cfg: Config) -> dict[str, Any]:
                 ("cold", bench_cold),
                 ("fanout", bench_fanout),
                 ("rss", bench_rss),
+                ("push", bench_push),
             ):
                 if name in cfg.benches:
                     results[name] = fn(env)

@@ -8,7 +8,7 @@ from typing import Any
 from benchmarks.common import Config
 from regsidecar.config import parse_size
 
-BENCHES = ("blob", "manifest", "cold", "fanout", "rss")
+BENCHES = ("blob", "manifest", "cold", "fanout", "rss", "push")
 
 # (full, --quick) defaults; an explicit flag wins over both
 DEFAULTS: dict[str, tuple[Any, Any]] = {
@@ -18,6 +18,7 @@ DEFAULTS: dict[str, tuple[Any, Any]] = {
     "cold_size": ("256MiB", "4MiB"),
     "fanout_size": ("64MiB", "2MiB"),
     "rss_size": ("256MiB", "8MiB"),
+    "push_mib": (256, 4),
     "upload_budget": (180.0, 30.0),
     "rounds": (3, 1),
     "quiet_wait": (10.0, 0.0),
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(vs nginx sendfile and distribution), manifest GET by tag (vs distribution and a "
             "bare aiohttp handler), a cold blob GET through a fresh sidecar (vs a direct S3 GET "
             "from moto), 100 concurrent cold GETs of one blob (S3 GETs counted), and peak RSS "
-            "while streaming cold blobs from S3 (moto). "
+            "while streaming cold blobs from S3 (moto), and an image push with auth (vs "
+            "distribution, each on S3) followed by a promotion. "
             "Prints a Markdown table; hey, nginx, docker-registry and moto_server must be on "
             "PATH. Run from the repository root."
         ),
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="tiny smoke run: 1 round of 1 s loads, 1 MiB blob, 4 MiB cold blob, 100 x 2 MiB "
-        "fan-out, 3 x 8 MiB cold streams (explicit flags win)",
+        "fan-out, 3 x 8 MiB cold streams, 4 MiB push (explicit flags win)",
     )
     p.add_argument(
         "--duration",
@@ -141,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="bound on the whole cold-stream phase (default 900)",
     )
+    p.add_argument(
+        "--push-mib",
+        type=int,
+        metavar="MIB",
+        help="size of the pushed layer in MiB, a new random layer every round "
+        "(default 256; --quick 4)",
+    )
     p.add_argument("--json", metavar="OUT", help="also write every result as JSON to OUT")
     p.add_argument(
         "--merge",
@@ -176,6 +185,7 @@ def resolve(args: argparse.Namespace) -> Config:
         rss_interval_s=args.rss_interval,
         upload_budget_s=float(pick("upload_budget")),
         stream_timeout_s=args.stream_timeout,
+        push_mib=max(1, int(pick("push_mib"))),
         json_out=args.json,
         quick=args.quick,
     )

@@ -15,6 +15,7 @@ from benchmarks.common import (
     TARGET_COLD_VS_DIRECT,
     TARGET_FANOUT_S3_GETS,
     TARGET_MANIFEST_VS_DISTRIBUTION,
+    TARGET_PUSH_VS_DISTRIBUTION,
     TARGET_RSS_MIB,
 )
 from benchmarks.loadgen import MiB
@@ -109,11 +110,21 @@ def render(results: dict[str, Any]) -> str:
             ("cold GET: through regsidecar / direct S3 GET (median s)", v, f"<= {t:g}",
              verdict(v, t, False))
         )  # fmt: skip
+    if "push" in results:
+        v = results["push"]["ratio"]
+        t = TARGET_PUSH_VS_DISTRIBUTION
+        ratios.append(
+            ("push: regsidecar / distribution (median s, layer + config + manifest)", v,
+             f"<= {t:g}", verdict(v, t, False))
+        )  # fmt: skip
+        v = results["push"]["ratio_layer"]
+        ratios.append(("push: regsidecar / distribution (median s, layer only)", v, "-", ""))
     if ratios:
         out += ["| ratio | measured | target | verdict |", "|---|--:|---|---|"]
         out += [f"| {n} | {_f(v, 3)} | {t} | {verdict} |" for n, v, t, verdict in ratios]
         out.append("")
     out += cold_tables(results)
+    out += push_tables(results)
     if "rss" in results:
         r = results["rss"]
         size_mib = r["blob_bytes"] / MiB
@@ -209,6 +220,89 @@ def cold_tables(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _methods(s3: dict[str, Any]) -> str:
+    return f"{s3['total']} (" + ", ".join(f"{m} {n}" for m, n in s3["by_method"].items()) + ")"
+
+
+def push_tables(results: dict[str, Any]) -> list[str]:
+    """The push rounds, the S3 requests of one layer push, the promotions, as Markdown lines."""
+    if "push" not in results:
+        return []
+    p = results["push"]
+    rows = [r for rs in p["rows"].values() for r in rs]
+    out = [
+        f"| push of one {p['layer_bytes'] / MiB:g} MiB layer, round | target | layer s "
+        "(POST / PATCH / PUT) | MiB/s | image s (+ config, manifest) | server CPU s "
+        "| moto CPU s | client CPU s | rest of machine CPU s | S3 requests for the layer "
+        "| server peak RSS MiB | verified |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|---|--:|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["round"], r["target"])):
+        out.append(
+            f"| {r['round']} | {r['target']} | {r['seconds']:.2f} ({r['post_s']:.3f} / "
+            f"{r['patch_s']:.2f} / {r['put_s']:.2f}) | {_f(r['mib_s'])} | {r['image_s']:.2f} "
+            f"| {_f(r['server_cpu_s'], 2)} | {_f(r['moto_cpu_s'], 2)} "
+            f"| {_f(r['client_cpu_s'], 2)} | {_f(r['other_cpu_s'], 2)} | {_methods(r['s3_layer'])} "
+            f"| {_f(r['peak_rss_sampled_mib'])} | {'ok' if r['verified'] else 'BAD'} |"
+        )
+    med, mibs = p["median"], p["median_mib_s"]
+    sc, dist = med.get("regsidecar") or {}, med.get("distribution") or {}
+    settings = p["sidecar_push_settings"]
+    out += [
+        "",
+        f"Median of {len(p['rows'].get('regsidecar', []))} rounds: regsidecar layer "
+        f"{_f(sc.get('seconds'), 2)} s ({_f(mibs.get('regsidecar'))} MiB/s), image "
+        f"{_f(sc.get('image_s'), 2)} s; distribution layer {_f(dist.get('seconds'), 2)} s "
+        f"({_f(mibs.get('distribution'))} MiB/s), image {_f(dist.get('image_s'), 2)} s "
+        f"(ratio {_f(p['ratio'], 3)}, layer only {_f(p['ratio_layer'], 3)}). The order of the "
+        "two alternates between rounds; each round pushes a new random layer. regsidecar runs "
+        "with HTTP Basic auth (the client sends credentials on every request), push settings "
+        f"multipart_threshold {settings['multipart_threshold_bytes'] / MiB:g} MiB, parts "
+        f"{settings['part_bytes'] / MiB:g} MiB; its peak RSS {_f(p['sidecar_peak_rss_mib'])} MiB "
+        f"(VmHWM after all rounds {_f(p['sidecar_vmhwm_mib'])} MiB), upload sessions left "
+        f"on disk {len(p['sidecar_uploads_left'])}.",
+        "",
+    ]
+    first = {label: rs[0]["s3_layer"]["by_kind"] for label, rs in p["rows"].items() if rs}
+    if first:
+        labels = list(first)
+        kinds = sorted({k for by in first.values() for k in by})
+        out += [
+            "| S3 requests of the layer push (round 1), by kind | " + " | ".join(labels) + " |",
+            "|---|" + "--:|" * len(labels),
+        ]
+        out += [
+            f"| {k} | " + " | ".join(str(first[label].get(k, 0)) for label in labels) + " |"
+            for k in kinds
+        ]
+        out += [
+            "",
+            "From moto's request log, from the POST to the 201 of the PUT. A PUT onto the layer's "
+            "data key after the body was staged under `_uploads/` is a server-side copy "
+            "(the log has no headers to show `x-amz-copy-source`).",
+            "",
+        ]
+    pr = p["promote"]
+    if pr["rounds"]:
+        out += [
+            "| promote (`POST /-/promote`, tag qa), round | seconds | S3 requests "
+            "| S3 writes to blobs/ | verified |",
+            "|--:|--:|---|--:|---|",
+        ]
+        for r in pr["rounds"]:
+            made = ", ".join(f"{k} x{n}" for k, n in r["s3"]["by_kind"].items())
+            out.append(
+                f"| {r['round']} | {r['seconds']:.4f} | {r['s3']['total']}: {made} "
+                f"| {r['s3_blob_writes']} | {'ok' if r['verified'] else 'BAD'} |"
+            )
+        out += ["", f"Promote median {_f(pr['median_s'], 4)} s.", ""]
+    if p["failures"]:
+        out += ["Push failures (the rounds stopped there):", ""]
+        out += [f"- {f}" for f in p["failures"]]
+        out.append("")
+    return out
+
+
 def bad_responses(results: dict[str, Any]) -> int:
     """Responses of the run that were not a verified 200 (the exit code is 1 if any)."""
     bad = sum(
@@ -219,6 +313,10 @@ def bad_responses(results: dict[str, Any]) -> int:
             bad += results[b]["clients"] - results[b]["verified_ok"]
     if "cold" in results:
         bad += results["cold"]["gets"] - results["cold"]["verified_ok"]
+    if "push" in results:
+        p = results["push"]
+        bad += p["pushes"] - p["verified_ok"] + len(p["failures"])
+        bad += len(p["promote"]["rounds"]) - p["promote"]["verified_ok"]
     return bad
 
 
