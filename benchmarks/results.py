@@ -25,6 +25,7 @@ from benchmarks.common import (
     TARGET_COLD_VS_DIRECT,
     TARGET_FANOUT_S3_GETS,
     TARGET_MANIFEST_VS_DISTRIBUTION,
+    TARGET_PUSH_VS_DISTRIBUTION,
     TARGET_RSS_MIB,
 )
 from benchmarks.report import peak_rss, verdict
@@ -80,6 +81,12 @@ def targets_micro(micro: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append((f"RSS <= {TARGET_RSS_MIB:g} MiB, {r['clients']} streams of "
                      f"{r['blob_bytes'] / 2**20:g} MiB", _f(v, 1, " MiB"),
                      verdict(v, TARGET_RSS_MIB, False), "micro `rss`"))  # fmt: skip
+    if "push" in micro:
+        p = micro["push"]
+        v = p["ratio"]
+        rows.append((f"push of a {p['layer_bytes'] / 2**20:g} MiB layer <= "
+                     f"{TARGET_PUSH_VS_DISTRIBUTION:g} x distribution", _f(v, 3),
+                     verdict(v, TARGET_PUSH_VS_DISTRIBUTION, False), "micro `push`"))  # fmt: skip
     return rows
 
 
