@@ -1,13 +1,16 @@
 """One behaviour suite for every storage driver (filesystem, S3 on moto, any future one).
 
 A test module binds the ``driver`` fixture to an implementation seeded with :func:`seed` and
-inherits :class:`DriverConformance`; every test here then runs against that driver.
+inherits :class:`DriverConformance`; every test here then runs against that driver. Writable
+drivers also bind ``writable`` (an empty store) and inherit :class:`WritableDriverConformance`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from contextlib import aclosing
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +18,7 @@ from regsidecar.demo import REPOSITORY, TAG, build_sample
 from regsidecar.errors import NotFound, StorageError
 from regsidecar.oci.reference import parse_digest
 from regsidecar.storage import layout
-from regsidecar.storage.base import Driver
+from regsidecar.storage.base import Driver, WritableDriver
 from regsidecar.storage.registry import RegistryReader
 
 OTHER_REPO = "team/other"
@@ -162,3 +165,157 @@ class ReaderConformance:
             digest = parse_digest(blob.digest)
             data = await driver.get(reader.blob_key(digest), max_bytes=1 << 20)
             assert hashlib.sha256(data).hexdigest() == digest.hex
+
+
+# Writable drivers run with a small multipart threshold: MULTIPART_BYTES (S3's smallest part)
+# for both threshold and part size, so LARGE_FILE_BYTES goes up in 3 parts, the last short.
+MULTIPART_BYTES = 5 * 1024 * 1024
+LARGE_FILE_BYTES = 12 * 1024 * 1024 + 3
+SMALL_FILE_BYTES = 300 * 1024 + 1
+
+
+def make_file(path: Path, size: int, seed: int = 0) -> bytes:
+    """Write ``size`` bytes that differ per offset and per seed (a misplaced part shows)."""
+    block = hashlib.sha256(f"{seed}".encode()).digest() * 2048  # 64 KiB
+    data = bytearray()
+    counter = 0
+    while len(data) < size:
+        data += counter.to_bytes(8, "big") + block[8:]
+        counter += 1
+    path.write_bytes(bytes(data[:size]))
+    return bytes(data[:size])
+
+
+async def read_all(driver: Driver, key: str) -> bytes:
+    async with aclosing(driver.stream(key)) as it:  # type: ignore[type-var]
+        return b"".join([c async for c in it])
+
+
+class WritableDriverConformance:
+    """Behaviour every :class:`~regsidecar.storage.base.WritableDriver` must have. Bind
+    ``writable`` to an empty store whose multipart threshold and part size (if it has them)
+    are ``MULTIPART_BYTES``; what it writes is checked through its own read methods."""
+
+    async def test_is_a_writable_driver(self, writable: WritableDriver) -> None:
+        assert isinstance(writable, WritableDriver)
+
+    async def test_write_then_read(self, writable: WritableDriver) -> None:
+        key = layout.tag_current_link(REPOSITORY, TAG)
+        await writable.write(key, b"sha256:" + b"a" * 64)
+        assert await writable.get(key, max_bytes=1024) == b"sha256:" + b"a" * 64
+        assert await writable.size(key) == 71
+        assert await writable.list_children(layout.tags_dir(REPOSITORY)) == [TAG]
+
+    async def test_write_replaces(self, writable: WritableDriver) -> None:
+        await writable.write("a/b/link", b"first, and longer")
+        await writable.write("a/b/link", b"second")
+        assert await writable.get("a/b/link", max_bytes=1024) == b"second"
+
+    async def test_write_empty_object(self, writable: WritableDriver) -> None:
+        await writable.write("a/empty", b"")
+        assert await writable.get("a/empty", max_bytes=10) == b""
+        assert await writable.size("a/empty") == 0
+
+    async def test_concurrent_writes_of_one_key_leave_one_whole(
+        self, writable: WritableDriver
+    ) -> None:
+        """Atomic replace: after racing writers the object is one of theirs, never a mix."""
+        bodies = [bytes([i]) * (64 * 1024 + i) for i in range(8)]
+        await asyncio.gather(*(writable.write("race/data", b) for b in bodies))
+        assert await read_all(writable, "race/data") in bodies
+        assert await writable.list_keys("race") == ["data"]
+
+    @pytest.mark.parametrize("size", [0, SMALL_FILE_BYTES, LARGE_FILE_BYTES])
+    async def test_write_file_round_trip(
+        self, writable: WritableDriver, tmp_path: Path, size: int
+    ) -> None:
+        """Small, empty and multipart-sized files come back byte for byte."""
+        data = make_file(tmp_path / "staged", size, seed=size)
+        key = layout.blob_data("sha256:" + hashlib.sha256(data).hexdigest())
+        await writable.write_file(key, str(tmp_path / "staged"))
+        assert await writable.size(key) == size
+        back = await read_all(writable, key)
+        assert hashlib.sha256(back).hexdigest() == hashlib.sha256(data).hexdigest()
+
+    @pytest.mark.parametrize("size", [SMALL_FILE_BYTES, LARGE_FILE_BYTES])
+    async def test_write_file_leaves_the_source(
+        self, writable: WritableDriver, tmp_path: Path, size: int
+    ) -> None:
+        source = tmp_path / "staged"
+        data = make_file(source, size)
+        await writable.write_file("blobs/x/data", str(source))
+        assert source.read_bytes() == data, "the caller's file is copied, not moved"
+
+    async def test_write_file_replaces(self, writable: WritableDriver, tmp_path: Path) -> None:
+        await writable.write("blobs/x/data", b"old content")
+        data = make_file(tmp_path / "staged", SMALL_FILE_BYTES, seed=7)
+        await writable.write_file("blobs/x/data", str(tmp_path / "staged"))
+        assert await read_all(writable, "blobs/x/data") == data
+
+    async def test_write_file_of_missing_source_is_a_storage_error(
+        self, writable: WritableDriver, tmp_path: Path
+    ) -> None:
+        with pytest.raises(StorageError) as err:
+            await writable.write_file("blobs/x/data", str(tmp_path / "absent"))
+        assert not isinstance(err.value, NotFound)
+        assert await writable.list_keys("blobs") == []
+
+    async def test_delete(self, writable: WritableDriver) -> None:
+        """The object is gone, and so is the directory it leaves empty (as in S3)."""
+        await writable.write("repo/tags/v1/current/link", b"x")
+        await writable.write("repo/tags/v2/current/link", b"y")
+        await writable.delete("repo/tags/v1/current/link")
+        with pytest.raises(NotFound):
+            await writable.get("repo/tags/v1/current/link", max_bytes=10)
+        assert await writable.list_children("repo/tags") == ["v2"]
+        assert await writable.list_keys("repo") == ["tags/v2/current/link"]
+
+    async def test_delete_of_missing_key_is_no_error(self, writable: WritableDriver) -> None:
+        await writable.delete("no/such/key")
+        await writable.write("some/key", b"x")
+        await writable.delete("some/key")
+        await writable.delete("some/key")
+
+    async def test_delete_tree(self, writable: WritableDriver) -> None:
+        """Everything under the directory goes; a sibling whose name starts alike stays."""
+        for key in ["r/a/link", "r/a/b/link", "r/a/b/c/data", "r/ab/link", "r/z"]:
+            await writable.write(key, key.encode())
+        await writable.delete_tree("r/a")
+        assert await writable.list_keys("r") == ["ab/link", "z"]
+        assert await writable.list_children("r") == ["ab"]
+        with pytest.raises(NotFound):
+            await writable.size("r/a/b/c/data")
+
+    async def test_delete_tree_of_many_keys(self, writable: WritableDriver) -> None:
+        await asyncio.gather(*(writable.write(f"t/{i:02d}/link", b"x") for i in range(30)))
+        await writable.delete_tree("t")
+        assert await writable.list_keys("t") == []
+        assert await writable.list_children("") == []
+
+    async def test_delete_tree_of_missing_directory_is_no_error(
+        self, writable: WritableDriver
+    ) -> None:
+        await writable.delete_tree("no/such/dir")
+
+    async def test_delete_tree_refuses_the_whole_store(self, writable: WritableDriver) -> None:
+        await writable.write("keep/me", b"x")
+        for prefix in ["", "/"]:
+            with pytest.raises(StorageError):
+                await writable.delete_tree(prefix)
+        assert await writable.list_keys("keep") == ["me"]
+
+    async def test_list_keys_nested_sorted_and_paginated(self, writable: WritableDriver) -> None:
+        """Relative to the prefix, recursive, sorted; more keys than one listing page."""
+        keys = [f"d{i % 3}/{'sub/' * (i % 2)}k{i:02d}" for i in range(25)]
+        await asyncio.gather(*(writable.write(f"top/{k}", b"x") for k in keys))
+        await writable.write("topper/other", b"x")
+        assert await writable.list_keys("top") == sorted(keys)
+        assert await writable.list_keys("top/") == sorted(keys)
+        assert await writable.list_keys("top/d1") == sorted(
+            k.removeprefix("d1/") for k in keys if k.startswith("d1/")
+        )
+
+    async def test_list_keys_of_missing_directory_is_empty(self, writable: WritableDriver) -> None:
+        await writable.write("topper/other", b"x")
+        assert await writable.list_keys("top") == []
+        assert await writable.list_keys("topper/other") == [], "a key is not a directory"

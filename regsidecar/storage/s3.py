@@ -1,18 +1,31 @@
-"""A registry:2 tree in an S3 bucket, read with aiohttp and signed by botocore.
+"""A registry:2 tree in an S3 bucket, read and written with aiohttp and signed by botocore.
 
 botocore resolves credentials (instance role, environment, profile; refreshed as they expire)
 and computes SigV4 signatures; aiohttp performs the requests, so blob bodies stream through the
 event loop with no thread per download and no whole-object reads.
 
 >>> driver = await S3Driver.open(S3Options(bucket="images", region="eu-west-1"))  # doctest: +SKIP
+>>> await driver.write_file(layout.blob_data(digest), staged_path)  # doctest: +SKIP
+
+Every body is signed with its sha256 (``x-amz-content-sha256``), so S3 refuses bytes that
+changed on the way. A file is hashed in a worker thread, then streamed from disk; from
+``multipart_threshold_bytes`` on it goes up as a multipart upload, ``part_bytes`` a part, a few
+parts at a time, each retried on its own; a failed upload is aborted. PUT, DELETE and
+DeleteObjects are idempotent and retried like reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import dataclasses
 import datetime
 import email.utils
+import hashlib
 import logging
+import os
+import stat
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -20,9 +33,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
+from xml.sax.saxutils import escape
 
 import aiohttp
 import botocore.session
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from regsidecar.clock.signer import ClockedS3Signer
@@ -30,12 +45,24 @@ from regsidecar.clock.skew import SkewEstimator
 from regsidecar.config import Settings
 from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
 from regsidecar.retry import DeadlineExceeded, RetryPolicy, retrying
-from regsidecar.storage.base import CHUNK, RequestHook, observed
+from regsidecar.storage.base import CHUNK, RequestHook, observed, read_bounded
 
 # Any namespace, or none: S3 uses doc/2006-03-01, some S3-compatible stores another or none.
 _NS = "{*}"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+_PARTS_IN_FLIGHT = 4
+_MAX_PARTS = 10_000  # S3's limit; a file that would need more gets bigger parts
+_MAX_PUT = 5 * 1024**3  # S3's limit for one PUT
+_DELETE_BATCH = 1000  # keys per DeleteObjects request (S3's limit)
+_FILE_CHUNK = 1024 * 1024  # read size when hashing or streaming a file
+# A body upload is given at least the time to go at this rate (bytes/s), whatever the retry
+# deadline: 64 MiB in one PUT must not fail a 30 s deadline on a slow link.
+_SLOWEST_UPLOAD = 1024 * 1024
+# Error codes S3 may put in a 200 answer (CompleteMultipartUpload, DeleteObjects) that are
+# worth another try.
+_TRANSIENT_CODES = frozenset({"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout"})
 
 
 class ClockSkewed(StorageError):
@@ -58,6 +85,10 @@ class S3Options:
     read_timeout_s: float = 30.0
     max_connections: int = 64
     list_page_size: int = 1000  # ListObjectsV2 max-keys; small values exercise pagination
+    # write_file: files at least this big go up as a multipart upload in parts of part_bytes
+    # (S3: 5 MiB to 5 GiB a part); smaller ones as one PUT.
+    multipart_threshold_bytes: int = 64 * 1024**2
+    part_bytes: int = 16 * 1024**2
 
 
 class S3Driver:
@@ -155,6 +186,8 @@ class S3Driver:
                 connect_timeout_s=connect,
                 read_timeout_s=read,
                 max_connections=max_connections or s3.max_connections,
+                multipart_threshold_bytes=int(settings.push.multipart_threshold_bytes),
+                part_bytes=int(settings.push.part_bytes),
             ),
             correct_clock=settings.clock.correct,
             warn_offset_s=settings.clock.max_offset_warn_s,
@@ -175,31 +208,74 @@ class S3Driver:
         full = f"{self._prefix}/{key}" if self._prefix else key
         return self._base + urllib.parse.quote(full, safe="/-_.~")
 
-    async def _headers(self, method: str, url: str, extra: dict[str, str]) -> dict[str, str]:
+    async def _headers(
+        self, method: str, url: str, extra: dict[str, str], payload_sha256: str | None
+    ) -> dict[str, str]:
         if self._signer is None:
             return extra
         refresh_needed = getattr(self._credentials, "refresh_needed", None)
         if refresh_needed is not None and refresh_needed():
             # A refresh may call IMDS or STS: keep it off the event loop.
             await asyncio.to_thread(self._credentials.get_frozen_credentials)
-        return self._signer.sign(method, url, extra)
+        return self._signer.sign(method, url, extra, payload_sha256=payload_sha256)
 
     async def _request(
-        self, method: str, url: str, key: str, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        url: str,
+        key: str,
+        headers: dict[str, str] | None = None,
+        body: _Body | None = None,
     ) -> aiohttp.ClientResponse:
-        return await observed(self.on_request, method, self._exchange(method, url, key, headers))
+        return await observed(
+            self.on_request, method, self._exchange(method, url, key, headers, body)
+        )
+
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        key: str,
+        headers: dict[str, str] | None = None,
+        body: _Body | None = None,
+    ) -> tuple[CIMultiDictProxy[str], bytes]:
+        """One request whose answer is small: its headers and whole body."""
+        resp = await self._request(method, url, key, headers, body)
+        try:
+            return resp.headers, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamUnavailable(key, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            resp.release()
 
     async def _exchange(
-        self, method: str, url: str, key: str, headers: dict[str, str] | None
+        self,
+        method: str,
+        url: str,
+        key: str,
+        headers: dict[str, str] | None,
+        payload: _Body | None,
     ) -> aiohttp.ClientResponse:
         if self.clock.stale:
             await self.sample_clock()
+        extra = dict(headers or {})
+        sha256 = None
+        if payload is not None:
+            # Always a length: S3 takes no plain chunked uploads.
+            extra["Content-Length"] = str(payload.length)
+            sha256 = payload.sha256
         for attempt in (1, 2):
             signed_at = self._sign_time()
-            signed = await self._headers(method, url, headers or {})
+            signed = await self._headers(method, url, extra, sha256)
             sent = time.time()
             try:
-                resp = await self._session.request(method, URL(url, encoded=True), headers=signed)
+                resp = await self._session.request(
+                    method,
+                    URL(url, encoded=True),
+                    headers=signed,
+                    # A new stream for each try: a body is sent again after a skew rejection.
+                    data=payload.content() if payload is not None else None,
+                )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise UpstreamUnavailable(key, f"{type(exc).__name__}: {exc}") from exc
             received = time.time()
@@ -286,11 +362,15 @@ class S3Driver:
 
     # -- Driver ---------------------------------------------------------------------------
 
-    async def _retry(self, call: Callable[[], Awaitable[T]], key: str) -> T:
+    async def _retry(self, call: Callable[[], Awaitable[T]], key: str, *, sends: int = 0) -> T:
         """Run one logical call under the retry policy; transient trouble is retried, the
-        deadline and the last error surface as UpstreamUnavailable."""
+        deadline and the last error surface as UpstreamUnavailable. ``sends``: bytes of
+        body each try uploads; the deadline grows to allow them at _SLOWEST_UPLOAD."""
+        policy = self.retry
+        if sends / _SLOWEST_UPLOAD > policy.deadline_s:
+            policy = dataclasses.replace(policy, deadline_s=sends / _SLOWEST_UPLOAD)
         try:
-            return await retrying(call, self.retry, transient=_transient, on_retry=self._on_retry)
+            return await retrying(call, policy, transient=_transient, on_retry=self._on_retry)
         except DeadlineExceeded as exc:
             raise UpstreamUnavailable(key, str(exc)) from exc
 
@@ -308,7 +388,7 @@ class S3Driver:
             try:
                 if resp.content_length is not None and resp.content_length > max_bytes:
                     raise StorageError(key, f"object larger than {max_bytes} bytes")
-                data = await resp.content.read(max_bytes + 1)
+                data = await read_bounded(resp.content, max_bytes)
                 if len(data) > max_bytes:
                     raise StorageError(key, f"object larger than {max_bytes} bytes")
                 return data
@@ -346,56 +426,329 @@ class S3Driver:
         finally:
             resp.release()
 
-    async def list_children(self, prefix: str) -> list[str]:
+    def _dir(self, prefix: str) -> str:
+        """The bucket's key prefix for the directory ``prefix``: ends in '/' ('' = all)."""
         full = f"{self._prefix}/{prefix}" if self._prefix else prefix
-        full = full.rstrip("/") + "/"
-        names: list[str] = []
+        full = full.rstrip("/")
+        return f"{full}/" if full else ""
+
+    async def _pages(
+        self, full: str, what: str, *, delimiter: str | None = None
+    ) -> AsyncIterator[ET.Element]:
+        """ListObjectsV2 of the keys starting with ``full``, page after page."""
         token: str | None = None
         while True:
             params = {
                 "list-type": "2",
                 "prefix": full,
-                "delimiter": "/",
                 "max-keys": str(self.options.list_page_size),
             }
+            if delimiter:
+                params["delimiter"] = delimiter
             if token:
                 params["continuation-token"] = token
             query = urllib.parse.urlencode(
                 sorted(params.items()), quote_via=urllib.parse.quote, safe="-_.~"
             )
-            body = await self._retry(
-                partial(self._read_all, f"{self._base}?{query}", prefix), prefix
+            _, body = await self._retry(
+                partial(self._call, "GET", f"{self._base}?{query}", what), what
             )
-            try:
-                root = ET.fromstring(body)
-            except ET.ParseError as exc:
-                raise UpstreamUnavailable(prefix, "unreadable ListObjectsV2 answer") from exc
+            root = _xml(body, what, "ListObjectsV2")
+            yield root
+            if (root.findtext(f"{_NS}IsTruncated") or "false").lower() != "true":
+                return
+            token = root.findtext(f"{_NS}NextContinuationToken")
+            if not token:
+                return
+
+    async def list_children(self, prefix: str) -> list[str]:
+        full = self._dir(prefix)
+        names: list[str] = []
+        async for root in self._pages(full, prefix, delimiter="/"):
             for cp in root.findall(f"{_NS}CommonPrefixes"):
                 p = cp.findtext(f"{_NS}Prefix") or ""
                 name = p[len(full) :].rstrip("/")
                 if name:
                     names.append(name)
-            if (root.findtext(f"{_NS}IsTruncated") or "false").lower() != "true":
-                break
-            token = root.findtext(f"{_NS}NextContinuationToken")
-            if not token:
-                break
         return sorted(names)
-
-    async def _read_all(self, url: str, key: str) -> bytes:
-        resp = await self._request("GET", url, key)
-        try:
-            return await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamUnavailable(key, f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            resp.release()
 
     def local_path(self, key: str) -> str | None:
         return None
 
     async def close(self) -> None:
         await self._session.close()
+
+    # -- WritableDriver -------------------------------------------------------------------
+
+    async def write(self, key: str, data: bytes) -> None:
+        await self._put(key, _Body.of(data))
+
+    async def write_file(self, key: str, path: str) -> None:
+        size = await _file_size(key, path)
+        if size < self.options.multipart_threshold_bytes and size <= _MAX_PUT:
+            digest = await _hash_file(key, path, 0, size)
+            await self._put(key, _Body(digest, size, path=path))
+        else:
+            await self._multipart(key, path, size)
+
+    async def _put(self, key: str, body: _Body) -> None:
+        call = partial(self._call, "PUT", self._object_url(key), key, None, body)
+        await _writing(key, self._retry(call, key, sends=body.length))
+
+    async def delete(self, key: str) -> None:
+        # S3 answers 204 for a missing key; a 404 (some stores) is no error either.
+        with contextlib.suppress(NotFound):
+            await self._retry(partial(self._call, "DELETE", self._object_url(key), key), key)
+
+    async def delete_tree(self, prefix: str) -> None:
+        if not prefix.strip("/"):
+            raise StorageError(prefix, "refusing to delete the whole store")
+        keys = await self._keys(self._dir(prefix), prefix)
+        for i in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[i : i + _DELETE_BATCH]
+            await self._retry(partial(self._delete_objects, batch, prefix), prefix)
+
+    async def _delete_objects(self, keys: list[str], what: str) -> None:
+        """One DeleteObjects request (quiet: the answer lists only the keys that failed)."""
+        xml = "".join(f"<Object><Key>{escape(k)}</Key></Object>" for k in keys)
+        data = f"<Delete><Quiet>true</Quiet>{xml}</Delete>".encode()
+        # S3 requires Content-MD5 (or another checksum header) on DeleteObjects.
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        _, answer = await self._call(
+            "POST", self._base + "?delete", what, {"Content-MD5": md5}, _Body.of(data)
+        )
+        errors = _xml(answer, what, "DeleteObjects").findall(f"{_NS}Error")
+        if errors:
+            codes = sorted({e.findtext(f"{_NS}Code") or "" for e in errors})
+            message = (
+                f"S3 did not delete {len(errors)} keys ({', '.join(codes)}), "
+                f"e.g. {errors[0].findtext(f'{_NS}Key')}"
+            )
+            if set(codes) <= _TRANSIENT_CODES:
+                raise UpstreamUnavailable(what, message)
+            if "AccessDenied" in codes:
+                raise AccessDenied(what, message)
+            raise StorageError(what, message)
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        full = self._dir(prefix)
+        # A key ending in '/' is a console's "folder" marker, not an object of the tree.
+        return [k[len(full) :] for k in await self._keys(full, prefix) if not k.endswith("/")]
+
+    async def _keys(self, full: str, what: str) -> list[str]:
+        """Every bucket key starting with ``full``, sorted."""
+        keys: list[str] = []
+        async for root in self._pages(full, what):
+            keys.extend(k for c in root.findall(f"{_NS}Contents") if (k := c.findtext(f"{_NS}Key")))
+        return sorted(keys)
+
+    # -- multipart upload -----------------------------------------------------------------
+
+    async def _multipart(self, key: str, path: str, size: int) -> None:
+        """CreateMultipartUpload, the parts, CompleteMultipartUpload; AbortMultipartUpload
+        when anything fails (or the caller gives up), so no parts are left behind."""
+        url = self._object_url(key)
+        _, answer = await _writing(
+            key, self._retry(partial(self._call, "POST", url + "?uploads", key), key)
+        )
+        upload_id = _xml(answer, key, "CreateMultipartUpload").findtext(f"{_NS}UploadId")
+        if not upload_id:
+            raise UpstreamUnavailable(key, "CreateMultipartUpload answer without an UploadId")
+        upload = f"{url}?uploadId={urllib.parse.quote(upload_id, safe='-_.~')}"
+        try:
+            etags = await self._parts(key, upload, path, size)
+            await _writing(key, self._complete(key, upload, etags))
+        except BaseException:
+            await self._abort(key, upload)
+            raise
+
+    async def _parts(self, key: str, upload: str, path: str, size: int) -> list[str]:
+        """Upload the parts, ``_PARTS_IN_FLIGHT`` at a time; their ETags in order."""
+        part = max(self.options.part_bytes, -(-size // _MAX_PARTS))
+        count = max(1, -(-size // part))
+        etags = [""] * count
+        numbers = iter(range(count))
+
+        async def upload_parts() -> None:
+            for i in numbers:
+                offset = i * part
+                length = min(part, size - offset)
+                body = _Body(await _hash_file(key, path, offset, length), length, path, offset)
+                part_url = upload.replace("?", f"?partNumber={i + 1}&", 1)
+                headers, _ = await self._retry(
+                    partial(self._call, "PUT", part_url, key, None, body), key, sends=length
+                )
+                etag = headers.get("ETag")
+                if not etag:
+                    raise UpstreamUnavailable(key, f"UploadPart {i + 1} answer without an ETag")
+                etags[i] = etag
+
+        workers = [asyncio.create_task(upload_parts()) for _ in range(min(_PARTS_IN_FLIGHT, count))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            # On the first failure, stop the others before the upload is aborted.
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        return etags
+
+    async def _complete(self, key: str, upload: str, etags: list[str]) -> None:
+        parts = "".join(
+            f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(e)}</ETag></Part>"
+            for n, e in enumerate(etags, 1)
+        )
+        body = _Body.of(f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode())
+        tries = 0
+
+        async def once() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                _, answer = await self._call("POST", upload, key, None, body)
+            except NotFound:
+                # NoSuchUpload on a retry: the try before may have completed the upload and
+                # lost its answer. Then the object is there, with the multipart ETag.
+                if tries > 1 and await self._etag(key) == _multipart_etag(etags):
+                    return
+                raise
+            # S3 may answer 200 and report an error in the body (it sends the status early
+            # and keeps the connection alive while it assembles the object).
+            root = _xml(answer, key, "CompleteMultipartUpload")
+            if root.tag.rpartition("}")[2] == "Error":
+                code = root.findtext(f"{_NS}Code") or ""
+                message = f"CompleteMultipartUpload: S3 200 {code}"
+                if code in _TRANSIENT_CODES:
+                    raise UpstreamUnavailable(key, message)
+                raise StorageError(key, message)
+
+        await self._retry(once, key)
+
+    async def _etag(self, key: str) -> str | None:
+        try:
+            headers, _ = await self._retry(
+                partial(self._call, "HEAD", self._object_url(key), key), key
+            )
+        except NotFound:
+            return None
+        return headers.get("ETag", "").strip('"') or None
+
+    async def _abort(self, key: str, upload: str) -> None:
+        """AbortMultipartUpload, best effort: the write is failing already. Not under the
+        retry policy: its deadline (maybe the client request's) may be what ran out."""
+        error: BaseException | None = None
+        for attempt in range(3):
+            try:
+                async with asyncio.timeout(self.options.read_timeout_s):
+                    await self._call("DELETE", upload, key)
+                return
+            except NotFound:
+                return  # no such upload (any more)
+            except (StorageError, TimeoutError) as exc:
+                error = exc
+                if not isinstance(exc, UpstreamUnavailable | TimeoutError):
+                    break
+                await asyncio.sleep(self.retry.backoff(attempt))
+        log.warning(
+            "could not abort a multipart upload; its parts stay stored until removed",
+            extra={
+                "key": key,
+                "error": str(error)[:200],
+                "fix": "a bucket lifecycle rule AbortIncompleteMultipartUpload removes them",
+            },
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    """A request body that can be sent again (a retry): bytes, or ``length`` bytes of the
+    file ``path`` from ``offset``, streamed from disk; ``sha256`` is signed."""
+
+    sha256: str
+    length: int
+    path: str | None = None
+    offset: int = 0
+    data: bytes = b""
+
+    @classmethod
+    def of(cls, data: bytes) -> _Body:
+        return cls(hashlib.sha256(data).hexdigest(), len(data), data=data)
+
+    def content(self) -> bytes | AsyncIterator[bytes]:
+        if self.path is None:
+            return self.data
+        return _read_file(self.path, self.offset, self.length)
+
+
+async def _read_file(path: str, offset: int, length: int) -> AsyncIterator[bytes]:
+    f = await asyncio.to_thread(open, path, "rb")
+    try:
+        f.seek(offset)
+        remaining = length
+        while remaining:
+            chunk = await asyncio.to_thread(f.read, min(_FILE_CHUNK, remaining))
+            if not chunk:
+                raise StorageError(path, "file shorter than when it was hashed")
+            remaining -= len(chunk)
+            yield chunk
+    finally:
+        f.close()
+
+
+async def _file_size(key: str, path: str) -> int:
+    try:
+        st = await asyncio.to_thread(os.stat, path)
+    except OSError as exc:
+        raise StorageError(key, f"source {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise StorageError(key, f"source {path} is not a regular file")
+    return st.st_size
+
+
+async def _hash_file(key: str, path: str, offset: int, length: int) -> str:
+    """Hex sha256 of ``length`` bytes of ``path`` from ``offset`` (in a worker thread)."""
+
+    def digest() -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            f.seek(offset)
+            remaining = length
+            while remaining:
+                chunk = f.read(min(_FILE_CHUNK, remaining))
+                if not chunk:
+                    raise StorageError(key, f"source {path} shorter than {offset + length} bytes")
+                h.update(chunk)
+                remaining -= len(chunk)
+        return h.hexdigest()
+
+    try:
+        return await asyncio.to_thread(digest)
+    except OSError as exc:
+        raise StorageError(key, f"source {path}: {exc.strerror or exc}") from exc
+
+
+async def _writing(key: str, call: Awaitable[T]) -> T:
+    """A write's answer: a 404 there is a missing bucket or upload, not a missing key."""
+    try:
+        return await call
+    except NotFound as exc:
+        raise StorageError(key, "S3 404 (no such bucket, or upload)") from exc
+
+
+def _multipart_etag(etags: list[str]) -> str | None:
+    """The ETag S3 gives a multipart object: md5 of the parts' md5s, '-', the part count."""
+    try:
+        md5s = b"".join(bytes.fromhex(e.strip('"')) for e in etags)
+    except ValueError:
+        return None  # not md5 ETags (e.g. SSE-KMS): cannot tell
+    return f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(etags)}"
+
+
+def _xml(body: bytes, key: str, what: str) -> ET.Element:
+    try:
+        return ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise UpstreamUnavailable(key, f"unreadable {what} answer") from exc
 
 
 def _base_url(options: S3Options, region: str) -> str:
