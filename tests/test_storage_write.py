@@ -23,7 +23,7 @@ from regsidecar.clock.signer import ClockedS3Signer
 from regsidecar.config import PushSettings, Settings
 from regsidecar.errors import StorageError, UpstreamUnavailable
 from regsidecar.retry import RetryPolicy
-from regsidecar.storage import filesystem, s3
+from regsidecar.storage import filesystem, s3, s3upload
 from regsidecar.storage.filesystem import FilesystemDriver
 from regsidecar.storage.s3 import AccessDenied, S3Driver, S3Options
 from tests.conftest import require
@@ -121,7 +121,7 @@ async def test_parts_grow_to_stay_within_the_part_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """S3 takes at most 10,000 parts (here: 2); a bigger file gets bigger parts."""
-    monkeypatch.setattr(s3, "_MAX_PARTS", 2)
+    monkeypatch.setattr(s3upload, "MAX_PARTS", 2)
     driver = await open_s3(moto.endpoint_url, bucket)
     data = make_file(tmp_path / "f", LARGE_FILE_BYTES)
     since = moto.mark()

@@ -24,8 +24,6 @@ import datetime
 import email.utils
 import hashlib
 import logging
-import os
-import stat
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -46,23 +44,25 @@ from regsidecar.config import Settings
 from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
 from regsidecar.retry import DeadlineExceeded, RetryPolicy, retrying
 from regsidecar.storage.base import CHUNK, RequestHook, observed, read_bounded
+from regsidecar.storage.s3upload import (
+    MAX_PUT,
+    NS,
+    TRANSIENT_CODES,
+    Body,
+    file_size,
+    hash_file,
+    multipart_upload,
+    parse_xml,
+    writing,
+)
 
-# Any namespace, or none: S3 uses doc/2006-03-01, some S3-compatible stores another or none.
-_NS = "{*}"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_PARTS_IN_FLIGHT = 4
-_MAX_PARTS = 10_000  # S3's limit; a file that would need more gets bigger parts
-_MAX_PUT = 5 * 1024**3  # S3's limit for one PUT
 _DELETE_BATCH = 1000  # keys per DeleteObjects request (S3's limit)
-_FILE_CHUNK = 1024 * 1024  # read size when hashing or streaming a file
 # A body upload is given at least the time to go at this rate (bytes/s), whatever the retry
 # deadline: 64 MiB in one PUT must not fail a 30 s deadline on a slow link.
 _SLOWEST_UPLOAD = 1024 * 1024
-# Error codes S3 may put in a 200 answer (CompleteMultipartUpload, DeleteObjects) that are
-# worth another try.
-_TRANSIENT_CODES = frozenset({"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout"})
 
 
 class ClockSkewed(StorageError):
@@ -225,7 +225,7 @@ class S3Driver:
         url: str,
         key: str,
         headers: dict[str, str] | None = None,
-        body: _Body | None = None,
+        body: Body | None = None,
     ) -> aiohttp.ClientResponse:
         return await observed(
             self.on_request, method, self._exchange(method, url, key, headers, body)
@@ -237,7 +237,7 @@ class S3Driver:
         url: str,
         key: str,
         headers: dict[str, str] | None = None,
-        body: _Body | None = None,
+        body: Body | None = None,
     ) -> tuple[CIMultiDictProxy[str], bytes]:
         """One request whose answer is small: its headers and whole body."""
         resp = await self._request(method, url, key, headers, body)
@@ -254,7 +254,7 @@ class S3Driver:
         url: str,
         key: str,
         headers: dict[str, str] | None,
-        payload: _Body | None,
+        payload: Body | None,
     ) -> aiohttp.ClientResponse:
         if self.clock.stale:
             await self.sample_clock()
@@ -453,11 +453,11 @@ class S3Driver:
             _, body = await self._retry(
                 partial(self._call, "GET", f"{self._base}?{query}", what), what
             )
-            root = _xml(body, what, "ListObjectsV2")
+            root = parse_xml(body, what, "ListObjectsV2")
             yield root
-            if (root.findtext(f"{_NS}IsTruncated") or "false").lower() != "true":
+            if (root.findtext(f"{NS}IsTruncated") or "false").lower() != "true":
                 return
-            token = root.findtext(f"{_NS}NextContinuationToken")
+            token = root.findtext(f"{NS}NextContinuationToken")
             if not token:
                 return
 
@@ -465,8 +465,8 @@ class S3Driver:
         full = self._dir(prefix)
         names: list[str] = []
         async for root in self._pages(full, prefix, delimiter="/"):
-            for cp in root.findall(f"{_NS}CommonPrefixes"):
-                p = cp.findtext(f"{_NS}Prefix") or ""
+            for cp in root.findall(f"{NS}CommonPrefixes"):
+                p = cp.findtext(f"{NS}Prefix") or ""
                 name = p[len(full) :].rstrip("/")
                 if name:
                     names.append(name)
@@ -481,19 +481,19 @@ class S3Driver:
     # -- WritableDriver -------------------------------------------------------------------
 
     async def write(self, key: str, data: bytes) -> None:
-        await self._put(key, _Body.of(data))
+        await self._put(key, Body.of(data))
 
     async def write_file(self, key: str, path: str) -> None:
-        size = await _file_size(key, path)
-        if size < self.options.multipart_threshold_bytes and size <= _MAX_PUT:
-            digest = await _hash_file(key, path, 0, size)
-            await self._put(key, _Body(digest, size, path=path))
+        size = await file_size(key, path)
+        if size < self.options.multipart_threshold_bytes and size <= MAX_PUT:
+            digest = await hash_file(key, path, 0, size)
+            await self._put(key, Body(digest, size, path=path))
         else:
-            await self._multipart(key, path, size)
+            await multipart_upload(self, key, path, size)
 
-    async def _put(self, key: str, body: _Body) -> None:
+    async def _put(self, key: str, body: Body) -> None:
         call = partial(self._call, "PUT", self._object_url(key), key, None, body)
-        await _writing(key, self._retry(call, key, sends=body.length))
+        await writing(key, self._retry(call, key, sends=body.length))
 
     async def delete(self, key: str) -> None:
         # S3 answers 204 for a missing key; a 404 (some stores) is no error either.
@@ -515,16 +515,16 @@ class S3Driver:
         # S3 requires Content-MD5 (or another checksum header) on DeleteObjects.
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
         _, answer = await self._call(
-            "POST", self._base + "?delete", what, {"Content-MD5": md5}, _Body.of(data)
+            "POST", self._base + "?delete", what, {"Content-MD5": md5}, Body.of(data)
         )
-        errors = _xml(answer, what, "DeleteObjects").findall(f"{_NS}Error")
+        errors = parse_xml(answer, what, "DeleteObjects").findall(f"{NS}Error")
         if errors:
-            codes = sorted({e.findtext(f"{_NS}Code") or "" for e in errors})
+            codes = sorted({e.findtext(f"{NS}Code") or "" for e in errors})
             message = (
                 f"S3 did not delete {len(errors)} keys ({', '.join(codes)}), "
-                f"e.g. {errors[0].findtext(f'{_NS}Key')}"
+                f"e.g. {errors[0].findtext(f'{NS}Key')}"
             )
-            if set(codes) <= _TRANSIENT_CODES:
+            if set(codes) <= TRANSIENT_CODES:
                 raise UpstreamUnavailable(what, message)
             if "AccessDenied" in codes:
                 raise AccessDenied(what, message)
@@ -539,216 +539,8 @@ class S3Driver:
         """Every bucket key starting with ``full``, sorted."""
         keys: list[str] = []
         async for root in self._pages(full, what):
-            keys.extend(k for c in root.findall(f"{_NS}Contents") if (k := c.findtext(f"{_NS}Key")))
+            keys.extend(k for c in root.findall(f"{NS}Contents") if (k := c.findtext(f"{NS}Key")))
         return sorted(keys)
-
-    # -- multipart upload -----------------------------------------------------------------
-
-    async def _multipart(self, key: str, path: str, size: int) -> None:
-        """CreateMultipartUpload, the parts, CompleteMultipartUpload; AbortMultipartUpload
-        when anything fails (or the caller gives up), so no parts are left behind."""
-        url = self._object_url(key)
-        _, answer = await _writing(
-            key, self._retry(partial(self._call, "POST", url + "?uploads", key), key)
-        )
-        upload_id = _xml(answer, key, "CreateMultipartUpload").findtext(f"{_NS}UploadId")
-        if not upload_id:
-            raise UpstreamUnavailable(key, "CreateMultipartUpload answer without an UploadId")
-        upload = f"{url}?uploadId={urllib.parse.quote(upload_id, safe='-_.~')}"
-        try:
-            etags = await self._parts(key, upload, path, size)
-            await _writing(key, self._complete(key, upload, etags))
-        except BaseException:
-            await self._abort(key, upload)
-            raise
-
-    async def _parts(self, key: str, upload: str, path: str, size: int) -> list[str]:
-        """Upload the parts, ``_PARTS_IN_FLIGHT`` at a time; their ETags in order."""
-        part = max(self.options.part_bytes, -(-size // _MAX_PARTS))
-        count = max(1, -(-size // part))
-        etags = [""] * count
-        numbers = iter(range(count))
-
-        async def upload_parts() -> None:
-            for i in numbers:
-                offset = i * part
-                length = min(part, size - offset)
-                body = _Body(await _hash_file(key, path, offset, length), length, path, offset)
-                part_url = upload.replace("?", f"?partNumber={i + 1}&", 1)
-                headers, _ = await self._retry(
-                    partial(self._call, "PUT", part_url, key, None, body), key, sends=length
-                )
-                etag = headers.get("ETag")
-                if not etag:
-                    raise UpstreamUnavailable(key, f"UploadPart {i + 1} answer without an ETag")
-                etags[i] = etag
-
-        workers = [asyncio.create_task(upload_parts()) for _ in range(min(_PARTS_IN_FLIGHT, count))]
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            # On the first failure, stop the others before the upload is aborted.
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-        return etags
-
-    async def _complete(self, key: str, upload: str, etags: list[str]) -> None:
-        parts = "".join(
-            f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(e)}</ETag></Part>"
-            for n, e in enumerate(etags, 1)
-        )
-        body = _Body.of(f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode())
-        tries = 0
-
-        async def once() -> None:
-            nonlocal tries
-            tries += 1
-            try:
-                _, answer = await self._call("POST", upload, key, None, body)
-            except NotFound:
-                # NoSuchUpload on a retry: the try before may have completed the upload and
-                # lost its answer. Then the object is there, with the multipart ETag.
-                if tries > 1 and await self._etag(key) == _multipart_etag(etags):
-                    return
-                raise
-            # S3 may answer 200 and report an error in the body (it sends the status early
-            # and keeps the connection alive while it assembles the object).
-            root = _xml(answer, key, "CompleteMultipartUpload")
-            if root.tag.rpartition("}")[2] == "Error":
-                code = root.findtext(f"{_NS}Code") or ""
-                message = f"CompleteMultipartUpload: S3 200 {code}"
-                if code in _TRANSIENT_CODES:
-                    raise UpstreamUnavailable(key, message)
-                raise StorageError(key, message)
-
-        await self._retry(once, key)
-
-    async def _etag(self, key: str) -> str | None:
-        try:
-            headers, _ = await self._retry(
-                partial(self._call, "HEAD", self._object_url(key), key), key
-            )
-        except NotFound:
-            return None
-        return headers.get("ETag", "").strip('"') or None
-
-    async def _abort(self, key: str, upload: str) -> None:
-        """AbortMultipartUpload, best effort: the write is failing already. Not under the
-        retry policy: its deadline (maybe the client request's) may be what ran out."""
-        error: BaseException | None = None
-        for attempt in range(3):
-            try:
-                async with asyncio.timeout(self.options.read_timeout_s):
-                    await self._call("DELETE", upload, key)
-                return
-            except NotFound:
-                return  # no such upload (any more)
-            except (StorageError, TimeoutError) as exc:
-                error = exc
-                if not isinstance(exc, UpstreamUnavailable | TimeoutError):
-                    break
-                await asyncio.sleep(self.retry.backoff(attempt))
-        log.warning(
-            "could not abort a multipart upload; its parts stay stored until removed",
-            extra={
-                "key": key,
-                "error": str(error)[:200],
-                "fix": "a bucket lifecycle rule AbortIncompleteMultipartUpload removes them",
-            },
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Body:
-    """A request body that can be sent again (a retry): bytes, or ``length`` bytes of the
-    file ``path`` from ``offset``, streamed from disk; ``sha256`` is signed."""
-
-    sha256: str
-    length: int
-    path: str | None = None
-    offset: int = 0
-    data: bytes = b""
-
-    @classmethod
-    def of(cls, data: bytes) -> _Body:
-        return cls(hashlib.sha256(data).hexdigest(), len(data), data=data)
-
-    def content(self) -> bytes | AsyncIterator[bytes]:
-        if self.path is None:
-            return self.data
-        return _read_file(self.path, self.offset, self.length)
-
-
-async def _read_file(path: str, offset: int, length: int) -> AsyncIterator[bytes]:
-    f = await asyncio.to_thread(open, path, "rb")
-    try:
-        f.seek(offset)
-        remaining = length
-        while remaining:
-            chunk = await asyncio.to_thread(f.read, min(_FILE_CHUNK, remaining))
-            if not chunk:
-                raise StorageError(path, "file shorter than when it was hashed")
-            remaining -= len(chunk)
-            yield chunk
-    finally:
-        f.close()
-
-
-async def _file_size(key: str, path: str) -> int:
-    try:
-        st = await asyncio.to_thread(os.stat, path)
-    except OSError as exc:
-        raise StorageError(key, f"source {path}: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(st.st_mode):
-        raise StorageError(key, f"source {path} is not a regular file")
-    return st.st_size
-
-
-async def _hash_file(key: str, path: str, offset: int, length: int) -> str:
-    """Hex sha256 of ``length`` bytes of ``path`` from ``offset`` (in a worker thread)."""
-
-    def digest() -> str:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            f.seek(offset)
-            remaining = length
-            while remaining:
-                chunk = f.read(min(_FILE_CHUNK, remaining))
-                if not chunk:
-                    raise StorageError(key, f"source {path} shorter than {offset + length} bytes")
-                h.update(chunk)
-                remaining -= len(chunk)
-        return h.hexdigest()
-
-    try:
-        return await asyncio.to_thread(digest)
-    except OSError as exc:
-        raise StorageError(key, f"source {path}: {exc.strerror or exc}") from exc
-
-
-async def _writing(key: str, call: Awaitable[T]) -> T:
-    """A write's answer: a 404 there is a missing bucket or upload, not a missing key."""
-    try:
-        return await call
-    except NotFound as exc:
-        raise StorageError(key, "S3 404 (no such bucket, or upload)") from exc
-
-
-def _multipart_etag(etags: list[str]) -> str | None:
-    """The ETag S3 gives a multipart object: md5 of the parts' md5s, '-', the part count."""
-    try:
-        md5s = b"".join(bytes.fromhex(e.strip('"')) for e in etags)
-    except ValueError:
-        return None  # not md5 ETags (e.g. SSE-KMS): cannot tell
-    return f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(etags)}"
-
-
-def _xml(body: bytes, key: str, what: str) -> ET.Element:
-    try:
-        return ET.fromstring(body)
-    except ET.ParseError as exc:
-        raise UpstreamUnavailable(key, f"unreadable {what} answer") from exc
 
 
 def _base_url(options: S3Options, region: str) -> str:
