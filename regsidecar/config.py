@@ -438,6 +438,18 @@ def load_settings(
         raise ConfigError(key, msg) from exc
 
 
+def read_config_text(key: str, path: str) -> str:
+    """The text of a file a setting names (an htpasswd or tokens file); ConfigError naming
+    the setting when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(key, f"{path} is not UTF-8 text") from exc
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

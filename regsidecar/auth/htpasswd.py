@@ -27,6 +27,7 @@ from typing import Final
 import bcrypt
 from cachetools import TTLCache
 
+from regsidecar.config import read_config_text
 from regsidecar.errors import ConfigError
 
 KEY: Final = "auth.htpasswd"
@@ -76,14 +77,7 @@ class Htpasswd:
 
     @classmethod
     def load(cls, path: str, *, now: Callable[[], float] = time.monotonic) -> Htpasswd:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise ConfigError(KEY, f"cannot read {path}: {exc.strerror}") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(KEY, f"{path} is not UTF-8 text") from exc
-        return cls.parse(text, path, now=now)
+        return cls.parse(read_config_text(KEY, path), path, now=now)
 
     @classmethod
     def parse(

@@ -24,6 +24,7 @@ import hashlib
 import hmac
 from typing import Final
 
+from regsidecar.config import read_config_text
 from regsidecar.errors import ConfigError
 
 KEY: Final = "auth.tokens"
@@ -43,14 +44,7 @@ class StaticTokens:
 
     @classmethod
     def load(cls, path: str) -> StaticTokens:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise ConfigError(KEY, f"cannot read {path}: {exc.strerror}") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(KEY, f"{path} is not UTF-8 text") from exc
-        return cls.parse(text, path)
+        return cls.parse(read_config_text(KEY, path), path)
 
     @classmethod
     def parse(cls, text: str, source: str = "tokens") -> StaticTokens:

@@ -14,7 +14,6 @@ may be pushed before its subject).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,12 +72,7 @@ def content_type(header: str | None) -> str:
 
 def parse_pushed(payload: bytes, header_type: str | None) -> PushedManifest:
     """Validate ``payload`` as pushed with Content-Type ``header_type``."""
-    try:
-        doc: Any = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ManifestInvalid("manifest is not valid JSON") from exc
-    if not isinstance(doc, dict):
-        raise ManifestInvalid("manifest is not a JSON object")
+    doc = mediatypes.json_object(payload, "manifest")
     declared = doc.get("mediaType")
     if declared is not None and not isinstance(declared, str):
         raise ManifestInvalid("mediaType must be a string")

@@ -46,14 +46,20 @@ class ManifestInfo:
     entries: tuple[tuple[str, str, str], ...] = ()
 
 
-def detect(payload: bytes) -> ManifestInfo:
-    """Read the media type (and index entries) from manifest JSON."""
+def json_object(payload: bytes, what: str) -> dict[str, Any]:
+    """``payload`` parsed as a JSON object, else MANIFEST_INVALID naming ``what``."""
     try:
         doc: Any = json.loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ManifestInvalid("stored manifest is not JSON") from exc
+        raise ManifestInvalid(f"{what} is not valid JSON") from exc
     if not isinstance(doc, dict):
-        raise ManifestInvalid("stored manifest is not a JSON object")
+        raise ManifestInvalid(f"{what} is not a JSON object")
+    return doc
+
+
+def detect(payload: bytes) -> ManifestInfo:
+    """Read the media type (and index entries) from manifest JSON."""
+    doc = json_object(payload, "stored manifest")
     media_type = doc.get("mediaType")
     if not isinstance(media_type, str) or not media_type:
         media_type = _infer(doc)

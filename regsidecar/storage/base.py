@@ -7,11 +7,14 @@ Every driver passes the same conformance suite (``tests/storage_conformance.py``
 
 from __future__ import annotations
 
+import asyncio
+import os
+import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar, runtime_checkable
 
-from regsidecar.errors import NotFound
+from regsidecar.errors import NotFound, StorageError
 
 CHUNK = 256 * 1024
 T = TypeVar("T")
@@ -34,6 +37,18 @@ async def read_bounded(stream: _Readable, max_bytes: int) -> bytes:
             break
         buf += chunk
     return bytes(buf)
+
+
+async def source_size(key: str, path: str) -> int:
+    """Size of the local regular file ``path`` a write of ``key`` reads from; a missing or odd
+    source is the caller's error (StorageError), not a missing key."""
+    try:
+        st = await asyncio.to_thread(os.stat, path)
+    except OSError as exc:
+        raise StorageError(key, f"source {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise StorageError(key, f"source {path} is not a regular file")
+    return st.st_size
 
 
 async def observed(hook: RequestHook | None, method: str, call: Awaitable[T]) -> T:

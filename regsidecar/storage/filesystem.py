@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from regsidecar.errors import NotFound, StorageError
-from regsidecar.storage.base import CHUNK
+from regsidecar.storage.base import CHUNK, source_size
 
 T = TypeVar("T")
 # In-flight temporary files: ".<name>.<random>.tmp" beside the key (no registry key starts
@@ -111,12 +111,7 @@ class FilesystemDriver:
         filesystem the new file is a hard link to it (no copy), so the caller removes its file
         afterwards rather than writing to it again."""
         target = self._inside(key)
-        try:
-            st = await asyncio.to_thread(os.stat, path)
-        except OSError as exc:
-            raise StorageError(key, f"source {path}: {exc.strerror or exc}") from exc
-        if not stat.S_ISREG(st.st_mode):
-            raise StorageError(key, f"source {path} is not a regular file")
+        await source_size(key, path)
         await _in_thread(key, _replace, target, _copy_of(path))
 
     async def delete(self, key: str) -> None:

@@ -43,13 +43,12 @@ from regsidecar.clock.skew import SkewEstimator
 from regsidecar.config import Settings
 from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
 from regsidecar.retry import DeadlineExceeded, RetryPolicy, retrying
-from regsidecar.storage.base import CHUNK, RequestHook, observed, read_bounded
+from regsidecar.storage.base import CHUNK, RequestHook, observed, read_bounded, source_size
 from regsidecar.storage.s3upload import (
     MAX_PUT,
     NS,
     TRANSIENT_CODES,
     Body,
-    file_size,
     hash_file,
     multipart_upload,
     parse_xml,
@@ -484,7 +483,7 @@ class S3Driver:
         await self._put(key, Body.of(data))
 
     async def write_file(self, key: str, path: str) -> None:
-        size = await file_size(key, path)
+        size = await source_size(key, path)
         if size < self.options.multipart_threshold_bytes and size <= MAX_PUT:
             digest = await hash_file(key, path, 0, size)
             await self._put(key, Body(digest, size, path=path))

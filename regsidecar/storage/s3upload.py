@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
-import stat
 import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable
@@ -196,16 +194,6 @@ async def read_file(path: str, offset: int, length: int) -> AsyncIterator[bytes]
             yield chunk
     finally:
         f.close()
-
-
-async def file_size(key: str, path: str) -> int:
-    try:
-        st = await asyncio.to_thread(os.stat, path)
-    except OSError as exc:
-        raise StorageError(key, f"source {path}: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(st.st_mode):
-        raise StorageError(key, f"source {path} is not a regular file")
-    return st.st_size
 
 
 async def hash_file(key: str, path: str, offset: int, length: int) -> str:
