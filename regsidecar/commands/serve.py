@@ -15,8 +15,10 @@ log = logging.getLogger("regsidecar")
 def register(sub: SubParsers) -> None:
     serve = sub.add_parser(
         "serve",
-        help="serve the pull API on the configured store",
-        description="Serve the OCI pull API (docker pull localhost:5000/...). Under systemd "
+        help="serve the registry API on the configured store (push only for writers)",
+        description="Serve the OCI distribution API (docker pull localhost:5000/...). It is "
+        "read-only unless auth.htpasswd or auth.tokens names writers; then those may push, "
+        "delete (push.delete) and promote (POST /-/promote). Under systemd "
         "(Type=notify) it reports READY=1 once it listens and the store answers or the cache "
         "holds content, and pings the watchdog when WatchdogSec= is set.",
     )
