@@ -195,7 +195,7 @@ def render(
     if micro:
         md.append(micro["meta"]["command"])
         md += [
-            f"{r['command']}   # {r['date']}: reran {', '.join(r['benches'])} (disturbed)"
+            f"{r['command']}   # {r['date']}: {', '.join(r['benches'])} from this later run"
             for r in micro["meta"].get("reruns", [])
         ]
     md += list((scaleup or {}).get("commands") or [])

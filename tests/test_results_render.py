@@ -131,5 +131,5 @@ def test_a_rerun_merged_into_micro_json_replaces_its_benchmark_and_is_listed(
     assert merged["meta"]["command"] == old["meta"]["command"]
     assert merged["meta"]["reruns"] == [{**meta, "benches": ["cold"]}]
     md = results.render(merged, None, tmp_path / "R.md", tmp_path / "p")
-    assert "--only cold --merge --json M   # D2: reran cold (disturbed)" in md
+    assert "--only cold --merge --json M   # D2: cold from this later run" in md
     assert "| cold pull <= 1.15 x direct S3 GET | 1.100 | met |" in md
