@@ -18,6 +18,8 @@ status (pass, warn or fail) and, for every row that does not pass, the fix. Chec
 
   config             the settings load (the same flags, REGSIDECAR_* variables and --config
                      file as serve)
+  auth               the htpasswd and tokens files load (bcrypt only); every name in
+                     auth.writers exists; warn when writers is empty (everyone may push)
   store              S3: list docker/registry/v2/repositories/ (s3:ListBucket) and read one
                      tag's current/link (s3:GetObject); a directory store: readable
   clock              local clock vs S3's Date header (warn over clock.max_offset_warn_s; fail

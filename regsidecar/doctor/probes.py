@@ -2,6 +2,7 @@
 :data:`NETWORK_TIMEOUT_S` per request, and returns facts (or a finished row) for
 :mod:`regsidecar.doctor.verdicts` to judge.
 
+    probe_auth      load auth.htpasswd and auth.tokens as serve does (names only)
     probe_store     S3 (the sidecar's own driver, short timeouts, one retry) or a directory:
                     list repositories/, read one tag's current/link; S3's clock offset too
     probe_cache     write and remove a temp file in DATA_DIR/cache; statvfs; bytes cached
@@ -36,13 +37,14 @@ from regsidecar.doctor.docker_verdicts import (
 )
 from regsidecar.doctor.verdicts import (
     MAX_LISTINGS,
+    AuthProbe,
     Check,
     ErrorKind,
     SidecarProbe,
     StoreProbe,
     cache_verdict,
 )
-from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
+from regsidecar.errors import ConfigError, NotFound, StorageError, UpstreamUnavailable
 from regsidecar.retry import RetryPolicy
 from regsidecar.storage import layout
 from regsidecar.storage.base import Driver
@@ -140,6 +142,26 @@ def _text(data: bytes) -> str:
 def _one_line(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- auth -----------------------------------------------------------------------------------------
+
+
+def probe_auth(settings: Settings) -> AuthProbe:
+    """Load the auth files as ``serve`` would (without creating the token key)."""
+    from regsidecar.auth.htpasswd import Htpasswd
+    from regsidecar.auth.statictokens import StaticTokens
+
+    auth = settings.auth
+    probe = AuthProbe(auth.enabled, writers=tuple(auth.writers), anonymous_pull=auth.anonymous_pull)
+    if not auth.enabled:
+        return probe
+    try:
+        users = Htpasswd.load(auth.htpasswd).users if auth.htpasswd else frozenset()
+        tokens = StaticTokens.load(auth.tokens).names if auth.tokens else frozenset()
+    except ConfigError as exc:
+        return replace(probe, error=str(exc))
+    return replace(probe, users=frozenset(users), tokens=frozenset(tokens))
 
 
 # -- cache ----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from regsidecar.config import Settings
 from regsidecar.doctor.docker_verdicts import docker_skipped
 from regsidecar.doctor.probes import (
     describe,
+    probe_auth,
     probe_cache,
     probe_docker,
     probe_sidecar,
@@ -25,6 +26,7 @@ from regsidecar.doctor.probes import (
 from regsidecar.doctor.verdicts import (
     Check,
     Status,
+    auth_verdict,
     clock_not_needed,
     clock_verdict,
     config_verdict,
@@ -108,7 +110,7 @@ async def run_checks(
         one("sidecar", sidecar()),
         docker(),
     )
-    checks = [config_verdict(settings)]
+    checks = [config_verdict(settings), auth_verdict(await asyncio.to_thread(probe_auth, settings))]
     for group in groups:
         checks.extend(group)
     return checks

@@ -58,6 +58,55 @@ def config_failed(message: str) -> Check:
     )
 
 
+# -- auth -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuthProbe:
+    """What the auth settings and files hold (names only, never a secret)."""
+
+    enabled: bool
+    users: frozenset[str] = frozenset()
+    tokens: frozenset[str] = frozenset()
+    writers: tuple[str, ...] = ()
+    anonymous_pull: bool = True
+    error: str | None = None  # a file that cannot be read or parsed
+
+
+def auth_verdict(p: AuthProbe) -> Check:
+    if not p.enabled:
+        return Check("auth", "pass", "read-only: no auth.htpasswd or auth.tokens; writes get 405")
+    if p.error is not None:
+        return Check(
+            "auth",
+            "fail",
+            p.error,
+            "fix the file: htpasswd -B FILE USER (bcrypt only); tokens are NAME:TOKEN lines "
+            "of at least 16 characters; the sidecar will not start until then",
+        )
+    names = p.users | p.tokens
+    detail = (
+        f"{len(p.users)} htpasswd users, {len(p.tokens)} static tokens; "
+        f"anonymous pulls {'allowed' if p.anonymous_pull else 'refused'}"
+    )
+    unknown = sorted(set(p.writers) - names)
+    if unknown:
+        return Check(
+            "auth",
+            "warn",
+            f"{detail}; auth.writers names {', '.join(unknown)}, which no user or token has",
+            "add the user (htpasswd -B) or token, or drop the name from auth.writers",
+        )
+    if not p.writers:
+        return Check(
+            "auth",
+            "warn",
+            f"{detail}; auth.writers is empty, so every one of them may push",
+            "list only the CI names in auth.writers (least privilege)",
+        )
+    return Check("auth", "pass", f"{detail}; writers {', '.join(p.writers)}")
+
+
 # -- store ----------------------------------------------------------------------------------------
 
 ErrorKind = Literal["unreachable", "denied", "skewed", "missing", "config", "other"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,12 +16,14 @@ from regsidecar.doctor.docker_verdicts import (
     log_driver_verdict,
     registry_verdict,
 )
-from regsidecar.doctor.probes import _ready_detail, sidecar_url
+from regsidecar.doctor.probes import _ready_detail, probe_auth, sidecar_url
 from regsidecar.doctor.verdicts import (
     IAM_POLICY,
     S3_MAX_SKEW_S,
+    AuthProbe,
     SidecarProbe,
     StoreProbe,
+    auth_verdict,
     cache_verdict,
     clock_verdict,
     config_verdict,
@@ -335,3 +338,57 @@ def test_json_report() -> None:
 def test_sizes_in_rows_read_in_binary_units(n: int, text: str) -> None:
     """The cache and data-root rows print sizes with config.format_size."""
     assert format_size(n) == text
+
+
+# -- auth -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("probe", "status", "says"),
+    [
+        (AuthProbe(False), "pass", "read-only"),
+        (AuthProbe(True, error="auth.htpasswd: f:2: not a bcrypt hash"), "fail", "bcrypt"),
+        (AuthProbe(True, frozenset({"ci", "dev"}), writers=("ci",)), "pass", "writers ci"),
+        (AuthProbe(True, frozenset({"ci"}), frozenset({"rel"}), ("ci", "rel")), "pass", "1 static"),
+        (AuthProbe(True, frozenset({"ci"}), writers=("ci", "gone")), "warn", "gone"),
+        (AuthProbe(True, frozenset({"ci"})), "warn", "every one of them may push"),
+        (
+            AuthProbe(True, frozenset({"ci"}), writers=("ci",), anonymous_pull=False),
+            "pass",
+            "refused",
+        ),
+    ],
+)
+def test_auth(probe: AuthProbe, status: str, says: str) -> None:
+    c = auth_verdict(probe)
+    assert (c.name, c.status) == ("auth", status)
+    assert says in c.detail
+    assert (c.fix is None) == (status == "pass")
+
+
+def test_probe_auth_reads_the_files_as_serve_does(tmp_path: Path) -> None:
+    import bcrypt
+
+    htpasswd = tmp_path / "htpasswd"
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    htpasswd.write_text(f"ci:{hashed}\nreader:{hashed}\n")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("release:0123456789abcdef0123\n")
+    s = load_settings(
+        env={},
+        overrides={
+            "data_dir": str(tmp_path / "data"),
+            "auth.htpasswd": str(htpasswd),
+            "auth.tokens": str(tokens),
+            "auth.writers": "ci,release",
+        },
+    )
+    p = probe_auth(s)
+    assert (p.users, p.tokens, p.writers) == ({"ci", "reader"}, {"release"}, ("ci", "release"))
+    assert auth_verdict(p).status == "pass"
+    assert not (tmp_path / "data").exists()  # doctor creates no token key
+    htpasswd.write_text("ci:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")
+    bad = probe_auth(s)
+    assert bad.error is not None and "auth.htpasswd" in bad.error
+    assert hashed not in bad.error
+    assert auth_verdict(bad).status == "fail"
