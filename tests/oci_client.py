@@ -150,10 +150,18 @@ class Client:
         session: aiohttp.ClientSession,
         base: str,
         auth: Creds | None = WRITER,
+        *,
+        challenge: bool = False,
     ) -> None:
+        """``challenge``: authenticate as the OCI conformance suite does (api.go ``Do``):
+        send each request without credentials first; on a 401 read ``WWW-Authenticate``
+        and retry with Basic, or with a token from the Bearer realm for the challenge's
+        ``service`` and ``scope``; tokens are reused per repository and pull/push/delete."""
         self.session = session
         self.base = base.rstrip("/")
         self.auth = auth
+        self.challenge = challenge
+        self._tokens: dict[tuple[str, str], str] = {}
 
     def url(self, path_or_url: str) -> str:
         return path_or_url if "://" in path_or_url else self.base + path_or_url
@@ -182,8 +190,27 @@ class Client:
         if isinstance(data, bytes) and len(data) > 1024 * 1024:
             data = io.BytesIO(data)  # aiohttp warns about big raw bytes bodies
         use_auth = self.auth if auth == "default" else auth
-        if use_auth is not None and not isinstance(use_auth, str) and "Authorization" not in hdrs:
-            hdrs["Authorization"] = use_auth.encode()
+        creds = use_auth if isinstance(use_auth, Creds) else None
+        # Only the client's own credentials go through the challenge flow (and its token
+        # cache); credentials given for one request are sent as they are.
+        if (
+            self.challenge
+            and auth == "default"
+            and creds is not None
+            and "Authorization" not in hdrs
+        ):
+            return await self._challenged(method, url, hdrs, data, creds)
+        if creds is not None and "Authorization" not in hdrs:
+            hdrs["Authorization"] = creds.encode()
+        return await self._send(method, url, hdrs, data)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        hdrs: CIMultiDict[str],
+        data: bytes | io.BytesIO | AsyncIterator[bytes] | None,
+    ) -> Resp:
         async with self.session.request(
             method,
             URL(url, encoded=True),
@@ -195,6 +222,49 @@ class Client:
             return Resp(
                 method, str(r.url), r.status, CIMultiDictProxy(CIMultiDict(r.headers)), body
             )
+
+    async def _challenged(
+        self,
+        method: str,
+        url: str,
+        hdrs: CIMultiDict[str],
+        data: bytes | io.BytesIO | AsyncIterator[bytes] | None,
+        creds: Creds,
+    ) -> Resp:
+        m = re.search(r"/v2/(.+?)/(?:blobs|manifests|tags|referrers)/", URL(url).path)
+        kind = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(method, "push")
+        key = (m.group(1) if m else "", kind)
+        if key not in self._tokens:
+            # A streamed body cannot be sent twice: the bare first try goes without it. The
+            # server refuses an unauthenticated write before it reads a byte, so that try
+            # only learns the challenge.
+            bare = b"" if not isinstance(data, bytes | io.BytesIO | None) else data
+            r = await self._send(method, url, hdrs, bare)
+            if r.status != 401:
+                assert bare is data, f"{r}: a write was accepted without credentials"
+                return r
+            scheme, params = parse_challenge(r.headers.get("WWW-Authenticate", ""))
+            self._tokens[key] = await self._authorization(url, scheme, params, creds)
+            if isinstance(data, io.BytesIO):
+                data.seek(0)
+        return await self._send(
+            method, url, CIMultiDict(hdrs, Authorization=self._tokens[key]), data
+        )
+
+    async def _authorization(
+        self, url: str, scheme: str, params: dict[str, str], creds: Creds
+    ) -> str:
+        """The Authorization value a challenge asks for: Basic, or a token from the realm."""
+        if scheme == "basic":
+            return creds.encode()
+        assert scheme == "bearer" and "realm" in params, f"unusable challenge {params}"
+        query = {k: params[k] for k in ("service", "scope") if k in params}
+        realm = urljoin(url, params["realm"]) + "?" + urlencode(query)
+        headers = CIMultiDict(Authorization=creds.encode(), Accept="application/json")
+        got = await self._send("GET", realm, headers, None)
+        assert got.status == 200, f"{got}: {got.body[:200]!r}"
+        doc = got.json()
+        return "Bearer " + (doc.get("token") or doc["access_token"])
 
     # -- flows -----------------------------------------------------------------------------
 

@@ -83,11 +83,13 @@ def sidecar(
         yield sc
 
 
-@pytest.fixture
-async def reg(sidecar: Sidecar) -> AsyncIterator[Client]:
-    """A client of the module's sidecar that sends ``ci:s3cret`` on every request."""
+@pytest.fixture(params=["basic", "challenge"])
+async def reg(sidecar: Sidecar, request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+    """A client of the module's sidecar as ``ci:s3cret``: Basic on every request, or the
+    conformance suite's own flow (bare request, then the 401's Bearer challenge: a token for
+    the challenge's scope from the realm, reused per repository and action)."""
     async with aiohttp.ClientSession(auto_decompress=False) as session:
-        yield Client(session, sidecar.url)
+        yield Client(session, sidecar.url, challenge=request.param == "challenge")
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -1159,6 +1161,7 @@ async def test_conformance_client_login_flow(reg: Client) -> None:
             reg.url(params["realm"]) if params["realm"].startswith("/") else params["realm"],
             params=query,
             headers={"Accept": "application/json"},
+            auth=WRITER,
         )
         assert tok.status == 200, f"{tok}: {tok.body[:300]!r}"
         doc = tok.json()

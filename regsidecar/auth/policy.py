@@ -248,7 +248,11 @@ class Authenticator:
         """Whether ``identity`` may ``action`` ``repository`` (None: the registry as a whole,
         which an issued token never holds push or delete on)."""
         if action == "pull":
-            if identity.name is None and not self.settings.anonymous_pull:
+            # A token never holds less than no token at all: with anonymous pulls on, every
+            # caller may pull (a mount's ``from`` outside the token's scope included).
+            if self.settings.anonymous_pull:
+                return True
+            if identity.name is None:
                 return False
             if identity.grants is not None and repository is not None:
                 return (repository, "pull") in identity.grants

@@ -83,7 +83,10 @@ WRITER_TOKEN = Identity("writer", "token", frozenset({("a", "pull"), ("a", "push
         (Identity("ci", "static-token"), "a", "push", True, True),
         (ANON_TOKEN, "a", "pull", True, True),
         (ANON_TOKEN, "a", "pull", False, False),  # anonymous_pull turned off since issue
-        (ANON_TOKEN, "b", "pull", True, False),  # not granted
+        (ANON_TOKEN, "b", "pull", True, True),  # not granted, but anyone may pull
+        (ANON_TOKEN, "b", "pull", False, False),  # not granted, and pulls need a login
+        (Identity("reader", "token", frozenset({("a", "pull")})), "b", "pull", False, False),
+        (Identity("reader", "token", frozenset({("a", "pull")})), "a", "pull", False, True),
         (ANON_TOKEN, None, "pull", True, True),
         (WRITER_TOKEN, "a", "push", True, True),
         (WRITER_TOKEN, "a", "delete", True, False),  # not granted
