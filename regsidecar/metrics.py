@@ -87,6 +87,25 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Writes (pushes through this sidecar and promotions).
+        self.push_bytes = Counter(
+            "regsidecar_push_bytes",
+            "Blob bytes received by uploads and staged on local disk",
+            registry=self.registry,
+        )
+        self.pushed = Counter(
+            "regsidecar_pushed",
+            "Objects written to the store by pushes, by kind: blob (incl. mounts), manifest",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.tag_moves = Counter(
+            "regsidecar_tag_moves",
+            "Tags written or removed, by how: push, promote, delete",
+            ["via"],
+            registry=self.registry,
+        )
+
         # Client requests, by route kind (a bounded set: base, manifest, blob, tags, ...).
         self.http_requests = Counter(
             "regsidecar_http_requests",

@@ -19,7 +19,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from regsidecar.api.auth import require
-from regsidecar.api.keys import AUTH, REGISTRY
+from regsidecar.api.keys import AUTH, METRICS, REGISTRY
 from regsidecar.errors import (
     BlobUploadInvalid,
     DigestInvalid,
@@ -51,7 +51,8 @@ def _upload_headers(name: str, session: Session) -> dict[str, str]:
     }
 
 
-def _created_blob(name: str, digest: Digest) -> web.Response:
+def _created_blob(request: web.Request, name: str, digest: Digest) -> web.Response:
+    request.app[METRICS].pushed.labels("blob").inc()
     return web.Response(
         status=201,
         headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": str(digest)},
@@ -93,7 +94,10 @@ async def _append_chunk(request: web.Request, uploads: Uploads, session: Session
         if request.content_length is not None and request.content_length != rng.length:
             raise RangeInvalid(None, "Content-Range and Content-Length disagree")
     before = session.size
-    await uploads.append(session, _body(request))
+    try:
+        await uploads.append(session, _body(request))
+    finally:
+        request.app[METRICS].push_bytes.inc(session.size - before)
     if request.content_length is not None and session.size - before != request.content_length:
         raise BlobUploadInvalid("the request body was shorter than its Content-Length")
 
@@ -135,7 +139,7 @@ async def upload(request: web.Request, route: Route) -> web.StreamResponse:
             await pusher.commit_blob(name, digest, path, size)
             await request.app[REGISTRY].adopt(digest, path, size)
             await uploads.discard(session)
-        return _created_blob(name, digest)
+        return _created_blob(request, name, digest)
     raise web.HTTPMethodNotAllowed(method, ["GET", "HEAD", "PATCH", "PUT", "DELETE"])
 
 
@@ -152,7 +156,7 @@ async def _start(
             auth = request.app[AUTH]
             allowed = auth is None or auth.allows(identity, source, "pull")
         if allowed and await pusher.mount(name, digest, source):
-            return _created_blob(name, digest)
+            return _created_blob(request, name, digest)
         # Nothing to mount (or not readable by this client): an ordinary upload instead.
     elif "digest" in request.query:
         digest = _digest_param(request)
@@ -165,7 +169,7 @@ async def _start(
                 await request.app[REGISTRY].adopt(digest, path, size)
         finally:
             await uploads.discard(session)
-        return _created_blob(name, digest)
+        return _created_blob(request, name, digest)
     session = await uploads.start(name)
     return web.Response(status=202, headers=_upload_headers(name, session))
 
@@ -191,6 +195,10 @@ async def put_manifest(request: web.Request, route: Route) -> web.StreamResponse
     digest, pushed = await request.app[PUSHER].put_manifest(
         name, route.reference, payload, request.headers.get("Content-Type"), extra
     )
+    metrics = request.app[METRICS]
+    metrics.pushed.labels("manifest").inc()
+    tags = {*extra, route.reference.tag} if route.reference.tag else set(extra)
+    metrics.tag_moves.labels("push").inc(len(tags))
     headers = CIMultiDict(
         {"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": str(digest)}
     )
@@ -205,6 +213,8 @@ async def delete_manifest(request: web.Request, route: Route) -> web.StreamRespo
     assert route.reference is not None
     await require(request, route.name, "delete")
     await request.app[PUSHER].delete_manifest(route.name, route.reference)
+    if route.reference.tag is not None:
+        request.app[METRICS].tag_moves.labels("delete").inc()
     return web.Response(status=202)
 
 
@@ -247,4 +257,5 @@ async def promote(request: web.Request) -> web.StreamResponse:
         identity = await require(request, repo, "push")
     by = getattr(identity, "name", None) or "anonymous"
     moves = await request.app[PUSHER].promote(name, digest, targets, by=by)
+    request.app[METRICS].tag_moves.labels("promote").inc(len(moves))
     return web.json_response({"moved": [m.as_json() for m in moves]})
