@@ -103,8 +103,11 @@ class BlobFetch:
         The file is opened now, synchronously, so a rename at commit cannot race the open. The
         blob's last byte is released only once the whole blob is verified: no client ever
         receives a complete response of unverified bytes; on a mismatch every reader's stream
-        fails before its end.
+        fails before its end. ``aclose()`` it when done, started or not.
         """
+        return GrowingRead(self, start, end)
+
+    def _open(self) -> int:
         if self.error is not None:
             raise UpstreamUnavailable(self.key, f"download failed: {self.error}")
         # The publish (rename) runs in a worker thread, so between it and finish() the file
@@ -119,24 +122,63 @@ class BlobFetch:
         else:
             raise UpstreamUnavailable(self.key, "the download's file vanished")
         self.readers += 1
-        return self._read(fd, start, end)
+        return fd
 
-    async def _read(self, fd: int, start: int, end: int) -> AsyncIterator[bytes]:
+    async def _windows(self, start: int, end: int, most: int) -> AsyncIterator[tuple[int, int]]:
+        """(offset, length) spans of ``start..end`` that are on disk, at most ``most`` long,
+        waiting for the download between them."""
         pos = start
+        while pos <= end:
+            if self.error is not None:
+                raise UpstreamUnavailable(self.key, f"download failed: {self.error}")
+            limit = self.size if self.verified else min(self.written, self.size - 1)
+            ready = min(limit, end + 1) - pos
+            if ready > 0:
+                n = min(most, ready)
+                yield pos, n
+                pos += n
+            else:
+                await self._progress()
+
+
+class GrowingRead:
+    """One reader of a :class:`BlobFetch`'s growing file: counted among its readers from
+    the moment it is made until :meth:`aclose` (idempotent; also when never iterated, which
+    an async generator's ``finally`` would not see)."""
+
+    def __init__(self, fetch: BlobFetch, start: int, end: int) -> None:
+        self._fetch = fetch
+        self._start, self._end = start, end
+        self._fd = fetch._open()
+        self._closed = False
+        self._chunks: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._chunks is None:
+            self._chunks = self._read()
         try:
-            while pos <= end:
-                if self.error is not None:
-                    raise UpstreamUnavailable(self.key, f"download failed: {self.error}")
-                limit = self.size if self.verified else min(self.written, self.size - 1)
-                if pos < limit:
-                    n = min(READ_CHUNK, limit - pos, end + 1 - pos)
-                    data = os.pread(fd, n, pos)
-                    if not data:
-                        raise UpstreamUnavailable(self.key, "cache file shorter than written")
-                    pos += len(data)
-                    yield data
-                else:
-                    await self._progress()
-        finally:
-            os.close(fd)
-            self.readers -= 1
+            return await anext(self._chunks)
+        except BaseException:
+            # The end, or a failure: either way this reader is done.
+            await self.aclose()
+            raise
+
+    async def _read(self) -> AsyncIterator[bytes]:
+        fd = self._fd
+        async for pos, n in self._fetch._windows(self._start, self._end, READ_CHUNK):
+            data = os.pread(fd, n, pos)
+            if len(data) != n:
+                raise UpstreamUnavailable(self._fetch.key, "cache file shorter than written")
+            yield data
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._chunks is not None:
+            await self._chunks.aclose()  # type: ignore[attr-defined]
+        os.close(self._fd)
+        self._fetch.readers -= 1

@@ -104,3 +104,16 @@ def test_reader_of_a_vanished_download_is_told(tmp_path: Path) -> None:
     os.unlink(fetch.temp_path)
     with pytest.raises(UpstreamUnavailable):
         fetch.open_reader(0, 2)
+
+
+async def test_a_reader_closed_before_its_first_chunk_lets_go_of_its_file(tmp_path: Path) -> None:
+    """A response that fails before sending anything (client gone at prepare) closes its
+    reader unread: the file is closed and the fetch no longer counts it as a reader."""
+    fetch = _fetch(tmp_path, os.urandom(1000))
+    fds_before = len(os.listdir("/proc/self/fd"))
+    reader = fetch.open_reader(0, 999)
+    assert fetch.readers == 1
+    await reader.aclose()  # type: ignore[attr-defined]
+    await reader.aclose()  # type: ignore[attr-defined]  # twice is harmless
+    assert fetch.readers == 0
+    assert len(os.listdir("/proc/self/fd")) == fds_before
