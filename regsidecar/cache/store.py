@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 
 from regsidecar.cache.lru import LruIndex
 from regsidecar.oci.reference import Digest
+from regsidecar.storage.base import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class BlobCache:
         final = self.path_for(digest)
         os.makedirs(os.path.dirname(final), exist_ok=True)
         os.replace(temp, final)
-        _fsync_dir(os.path.dirname(final))
+        fsync_dir(os.path.dirname(final))
         return final
 
     def record(self, digest: Digest, size: int) -> None:
@@ -244,11 +245,3 @@ class BlobCache:
                 self.index.remove(key)
                 removed.append(key)
         return checked, removed
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -39,6 +39,15 @@ async def read_bounded(stream: _Readable, max_bytes: int) -> bytes:
     return bytes(buf)
 
 
+def fsync_dir(path: str) -> None:
+    """Make a rename or a new entry in directory ``path`` durable (blocking: a thread's job)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 async def source_size(key: str, path: str) -> int:
     """Size of the local regular file ``path`` a write of ``key`` reads from; a missing or odd
     source is the caller's error (StorageError), not a missing key."""

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from regsidecar.errors import NotFound, StorageError
-from regsidecar.storage.base import CHUNK, source_size
+from regsidecar.storage.base import CHUNK, fsync_dir, source_size
 
 T = TypeVar("T")
 # In-flight temporary files: ".<name>.<random>.tmp" beside the key (no registry key starts
@@ -159,7 +159,7 @@ def _replace(path: str, fill: Callable[[str], None]) -> None:
         except BaseException:
             _unlink_quietly(tmp)
             raise
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return
 
 
@@ -200,7 +200,7 @@ def _delete(path: str, root: str) -> None:
         os.unlink(path)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return  # nothing there, or a directory (not an object)
-    _fsync_dir(_prune(os.path.dirname(path), root))
+    fsync_dir(_prune(os.path.dirname(path), root))
 
 
 def _delete_tree(path: str, root: str) -> None:
@@ -208,7 +208,7 @@ def _delete_tree(path: str, root: str) -> None:
         shutil.rmtree(path)
     except (FileNotFoundError, NotADirectoryError):
         return  # nothing there, or a file (a key, not a directory of keys)
-    _fsync_dir(_prune(os.path.dirname(path), root))
+    fsync_dir(_prune(os.path.dirname(path), root))
 
 
 def _walk(top: str) -> list[str]:
@@ -238,7 +238,7 @@ def _makedirs(directory: str) -> None:
         return
     os.makedirs(directory, exist_ok=True)
     for d in reversed(created):
-        _fsync_dir(os.path.dirname(d))
+        fsync_dir(os.path.dirname(d))
 
 
 def _prune(directory: str, root: str) -> str:
@@ -253,14 +253,6 @@ def _prune(directory: str, root: str) -> str:
             break  # not empty
         directory = os.path.dirname(directory)
     return directory
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:
