@@ -3,10 +3,12 @@
 A Python port of the checks of the upstream conformance suite (opencontainers/distribution-spec,
 ``conformance/``: the newest runner ``run.go``/``api.go`` and the v1.1 ginkgo files
 ``01_pull_test.go`` .. ``04_management_test.go``), written to the spec, against a real sidecar
-process. Every test runs twice: over a directory store and over an S3 store (moto). Each store
-gets one sidecar for the whole module, configured with an htpasswd file (writer ``ci``, plus
-``reader`` who is not a writer) and ``push.delete: true``; each test uses repositories of its
-own. Clients send HTTP Basic ``ci:s3cret`` unless a test says otherwise.
+process. Every test runs four times: over a directory store and over an S3 store (moto), each
+with two ways of logging in. Each store gets one sidecar for the whole module, configured with
+an htpasswd file (writer ``ci``, plus ``reader`` who is not a writer) and ``push.delete:
+true``; each test uses repositories of its own. The client is ``ci:s3cret`` unless a test says
+otherwise: sent as HTTP Basic on every request, or as the suite's ``api.go`` does it (a bare
+request, then the 401's Bearer challenge answered with a token from the realm).
 """
 
 from __future__ import annotations
