@@ -1,7 +1,7 @@
 """Push, delete and promotion: the write side, over the same registry:2 tree pulls read.
 
 >>> pusher = Pusher(driver, settings, names=registry.names)  # doctest: +SKIP
->>> digest, pushed = await pusher.put_manifest("app", ref, body, ctype)  # doctest: +SKIP
+>>> digest, pushed, tags = await pusher.put_manifest("app", ref, body, ctype)  # doctest: +SKIP
 >>> await pusher.promote("app", digest, [("app", "production")], by="ci")  # doctest: +SKIP
 
 Every write goes through :class:`~regsidecar.storage.writer.RegistryWriter`, which lays the
@@ -24,7 +24,7 @@ import secrets
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from regsidecar.config import Settings, TagRule
 from regsidecar.errors import (
@@ -62,6 +62,7 @@ audit_log = logging.getLogger("regsidecar.audit")
 CHECKS_IN_FLIGHT = 16
 
 Rule = Literal["immutable", "promote-only"]
+T = TypeVar("T")
 
 
 class PromotionInvalid(OCIError):
@@ -181,7 +182,7 @@ class Pusher:
                 await stack.enter_async_context(lock)
             yield
 
-    async def _store(self, call: Awaitable[Any]) -> Any:
+    async def _store(self, call: Awaitable[T]) -> T:
         """Storage trouble while writing is the store's unavailability, not the client's."""
         try:
             return await call
@@ -228,8 +229,9 @@ class Pusher:
         payload: bytes,
         content_type: str | None,
         extra_tags: Iterable[str] = (),
-    ) -> tuple[Digest, PushedManifest]:
-        """Validate and store a manifest, tag it; returns its digest and what it held."""
+    ) -> tuple[Digest, PushedManifest, list[str]]:
+        """Validate and store a manifest, tag it; returns its digest, what it held and the
+        tags written."""
         digest = manifest_digest(payload, reference)
         pushed = parse_pushed(payload, content_type)
         tags = list(dict.fromkeys([*([reference.tag] if reference.tag else []), *extra_tags]))
@@ -238,7 +240,7 @@ class Pusher:
         await self._check_references(name, pushed)
         async with self._holding((name, t) for t in tags):
             await self._put_checked(name, digest, payload, pushed, tags)
-        return digest, pushed
+        return digest, pushed, tags
 
     async def _put_checked(
         self, name: str, digest: Digest, payload: bytes, pushed: PushedManifest, tags: list[str]
@@ -267,10 +269,7 @@ class Pusher:
                 self.names.note_tag(name, tag, digest)
 
     async def _current(self, name: str, tag: str) -> Digest | None:
-        try:
-            return await self.writer.current(name, tag)
-        except StorageError as exc:
-            raise Unavailable.from_storage(exc) from exc
+        return await self._store(self.writer.current(name, tag))
 
     async def _check_references(self, name: str, pushed: PushedManifest) -> None:
         gate = asyncio.Semaphore(CHECKS_IN_FLIGHT)

@@ -82,6 +82,16 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
 
+def descriptor(media_type: str, content: bytes, algo: str, **extra: Any) -> dict[str, Any]:
+    """The OCI descriptor of ``content``, plus any ``extra`` fields."""
+    return {
+        "mediaType": media_type,
+        "digest": digest_of(content, algo),
+        "size": len(content),
+        **extra,
+    }
+
+
 def unique_repo(label: str) -> str:
     """A repository name of its own for one test: ``conformance/<label>-<8 hex>``."""
     return f"conformance/{label}-{uuid.uuid4().hex[:8]}"
@@ -323,12 +333,7 @@ class Blob:
         return digest_of(self.data, self.algo)
 
     def descriptor(self, **extra: Any) -> dict[str, Any]:
-        return {
-            "mediaType": self.media_type,
-            "digest": self.digest,
-            "size": len(self.data),
-            **extra,
-        }
+        return descriptor(self.media_type, self.data, self.algo, **extra)
 
 
 @dataclass
@@ -350,12 +355,7 @@ class Manifest:
         return digest_of(self.body, self.algo)
 
     def descriptor(self, **extra: Any) -> dict[str, Any]:
-        return {
-            "mediaType": self.media_type,
-            "digest": self.digest,
-            "size": len(self.body),
-            **extra,
-        }
+        return descriptor(self.media_type, self.body, self.algo, **extra)
 
 
 @dataclass

@@ -120,6 +120,13 @@ def assert_range(r: Resp, last_byte: int) -> None:
         assert int(m.group(1)) == last_byte, f"{r}: Range {value!r}, expected 0-{last_byte}"
 
 
+def assert_blob_created(r: Resp, repo: str, dig: str) -> None:
+    """201 for a finished blob upload, with the blob's Location and its digest."""
+    assert r.status == 201, f"{r}: {r.body[:300]!r}"
+    assert r.location_path == f"/v2/{repo}/blobs/{dig}", r.location
+    assert r.headers["Docker-Content-Digest"] == dig, r
+
+
 async def assert_blob(reg: Client, repo: str, data: bytes, dig: str) -> None:
     """HEAD and GET of a pushed blob: 200, exact length, digest header, body (GET only)."""
     for method in ("HEAD", "GET"):
@@ -327,9 +334,7 @@ async def test_blob_post_then_put_monolithic(reg: Client) -> None:
         headers={"Content-Type": OCTET, "Content-Length": str(len(data))},
         data=data,
     )
-    assert r.status == 201, f"{r}: {r.body[:300]!r}"
-    assert r.location_path == f"/v2/{repo}/blobs/{dig}", r.location
-    assert r.headers["Docker-Content-Digest"] == dig
+    assert_blob_created(r, repo, dig)
     got = await reg.request("GET", r.location)
     assert got.status == 200 and got.body == data, got
     await assert_blob(reg, repo, data, dig)
@@ -347,9 +352,7 @@ async def test_blob_post_with_digest_is_a_single_request_upload(reg: Client) -> 
         headers={"Content-Type": OCTET, "Content-Length": str(len(data))},
         data=data,
     )
-    assert r.status == 201, f"{r}: {r.body[:300]!r}"
-    assert r.location_path == f"/v2/{repo}/blobs/{dig}", r.location
-    assert r.headers["Docker-Content-Digest"] == dig
+    assert_blob_created(r, repo, dig)
     await assert_blob(reg, repo, data, dig)
 
 
@@ -377,9 +380,7 @@ async def test_blob_chunked_upload_in_order_reports_range_and_status(reg: Client
         assert status.location
         assert_range(status, start + len(chunk) - 1)
     done = await put_final(reg, url, dig)
-    assert done.status == 201, f"{done}: {done.body[:300]!r}"
-    assert done.location_path == f"/v2/{repo}/blobs/{dig}"
-    assert done.headers["Docker-Content-Digest"] == dig
+    assert_blob_created(done, repo, dig)
     await assert_blob(reg, repo, data, dig)
 
 
@@ -643,9 +644,7 @@ async def test_cross_repository_mount_with_from(reg: Client) -> None:
         params=[("mount", dig), ("from", src)],
         headers={"Content-Length": "0"},
     )
-    assert r.status == 201, f"{r}: {r.body[:300]!r}"
-    assert r.location_path == f"/v2/{dst}/blobs/{dig}", r.location
-    assert r.headers["Docker-Content-Digest"] == dig
+    assert_blob_created(r, dst, dig)
     await assert_blob(reg, dst, data, dig)
     assert (await reg.request("DELETE", f"/v2/{dst}/blobs/{dig}")).status == 202
     assert (await reg.request("HEAD", f"/v2/{dst}/blobs/{dig}")).status == 404

@@ -192,12 +192,11 @@ async def put_manifest(request: web.Request, route: Route) -> web.StreamResponse
     if not payload:
         raise ManifestInvalid("empty manifest")
     extra = request.query.getall("tag", [])
-    digest, pushed = await request.app[PUSHER].put_manifest(
+    digest, pushed, tags = await request.app[PUSHER].put_manifest(
         name, route.reference, payload, request.headers.get("Content-Type"), extra
     )
     metrics = request.app[METRICS]
     metrics.pushed.labels("manifest").inc()
-    tags = {*extra, route.reference.tag} if route.reference.tag else set(extra)
     metrics.tag_moves.labels("push").inc(len(tags))
     headers = CIMultiDict(
         {"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": str(digest)}
@@ -242,7 +241,7 @@ async def promote(request: web.Request) -> web.StreamResponse:
     the API twin of ``regsidecar promote``; needs push rights on every target repository."""
     # Who is asking comes first (auth -> parse): read-only and anonymous callers are turned
     # away before the body is read.
-    await require(request, None, "push")
+    identity = await require(request, None, "push")
     try:
         doc = await request.json()
     except ValueError as exc:
@@ -252,10 +251,10 @@ async def promote(request: web.Request) -> web.StreamResponse:
     source, targets = parse_promotion(doc.get("source"), doc.get("tags"))
     name, digest = source
     await require(request, name, "pull")
-    identity = None
     for repo in dict.fromkeys(r for r, _ in targets):
-        identity = await require(request, repo, "push")
-    by = getattr(identity, "name", None) or "anonymous"
-    moves = await request.app[PUSHER].promote(name, digest, targets, by=by)
+        await require(request, repo, "push")
+    moves = await request.app[PUSHER].promote(
+        name, digest, targets, by=identity.name or "anonymous"
+    )
     request.app[METRICS].tag_moves.labels("promote").inc(len(moves))
     return web.json_response({"moved": [m.as_json() for m in moves]})
