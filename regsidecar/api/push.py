@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from regsidecar.api.auth import require
 from regsidecar.api.keys import AUTH, METRICS, REGISTRY
+from regsidecar.auth.policy import Identity
 from regsidecar.errors import (
     BlobUploadInvalid,
     DigestInvalid,
@@ -144,7 +144,7 @@ async def upload(request: web.Request, route: Route) -> web.StreamResponse:
 
 
 async def _start(
-    request: web.Request, name: str, pusher: Pusher, uploads: Uploads, identity: Any
+    request: web.Request, name: str, pusher: Pusher, uploads: Uploads, identity: Identity
 ) -> web.StreamResponse:
     mount = request.query.get("mount")
     if mount is not None:
