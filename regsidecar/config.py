@@ -18,6 +18,11 @@ key upper-cased with ``.`` as ``_``::
     retry:
       max_attempts: 6                       REGSIDECAR_RETRY_MAX_ATTEMPTS
       deadline_s: 30                        REGSIDECAR_RETRY_DEADLINE_S
+    download:
+      part_bytes: 16MiB                     REGSIDECAR_DOWNLOAD_PART_BYTES
+      connections_per_blob: 8               REGSIDECAR_DOWNLOAD_CONNECTIONS_PER_BLOB
+      max_connections: 32                   REGSIDECAR_DOWNLOAD_MAX_CONNECTIONS
+      parallel_after_s: 0.5                 REGSIDECAR_DOWNLOAD_PARALLEL_AFTER_S
     clock:
       correct: true                         REGSIDECAR_CLOCK_CORRECT
       max_offset_warn_s: 60                 REGSIDECAR_CLOCK_MAX_OFFSET_WARN_S
@@ -137,7 +142,7 @@ class RetrySettings(_Model):
     base_delay_s: float = Field(0.1, ge=0)
     max_delay_s: float = Field(2.0, ge=0)
     deadline_s: float = Field(30.0, gt=0)  # per client request
-    max_resumes: int = Field(10, ge=0)  # Range resumptions of one blob download
+    max_resumes: int = Field(10, ge=0)  # Range resumptions of one part of a blob download
 
     def policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_attempts, self.base_delay_s, self.max_delay_s, self.deadline_s)
@@ -188,6 +193,30 @@ class LimitSettings(_Model):
 
     max_upstream_downloads: int = Field(16, ge=1)  # blob downloads running at once
     max_queued_downloads: int = Field(256, ge=0)  # waiting for a slot; beyond it: 429
+
+
+class DownloadSettings(_Model):
+    """How a cold blob is fetched from its source into the cache.
+
+    A download starts as one GET of the whole blob. When that one connection would take more
+    than ``parallel_after_s`` for the rest, the rest is fetched as ranged GETs of
+    ``part_bytes`` (or the object's own multipart part size, when its ETag tells it), in
+    order, written at their offsets, at most ``connections_per_blob`` at once; all downloads
+    of this host together hold at most ``max_connections`` to one source, a window that
+    shrinks when more connections stop adding throughput or the source throttles."""
+
+    part_bytes: ByteSize = 16 * 1024**2
+    connections_per_blob: int = Field(8, ge=1, le=64)  # 1 = one connection per blob
+    max_connections: int = Field(32, ge=1, le=1024)  # per source, every download together
+    parallel_after_s: float = Field(0.5, ge=0)  # 0 = ranged parts from the start
+    align_to_multipart: bool = True  # parts follow the object's multipart part size
+
+    @field_validator("part_bytes")
+    @classmethod
+    def _part(cls, v: int) -> int:
+        if not 64 * 1024 <= v <= 5 * 1024**3:
+            raise ValueError("parts are 64 KiB to 5 GiB")
+        return v
 
 
 class ClockSettings(_Model):
@@ -288,6 +317,7 @@ class Settings(_Model):
     clock: ClockSettings = ClockSettings()
     retry: RetrySettings = RetrySettings()
     limits: LimitSettings = LimitSettings()
+    download: DownloadSettings = DownloadSettings()
     upstreams: Annotated[list[UpstreamSettings], BeforeValidator(_parse_upstreams)] = []
     breaker: BreakerSettings = BreakerSettings()
     log: LogSettings = LogSettings()

@@ -43,6 +43,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._request_children: dict[tuple[str, str, int, str], tuple[Any, Any, Any, Any]] = {}
         self._upstream_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._bytes_children: dict[str, Any] = {}
         self.clock_offset = Gauge(
             "regsidecar_clock_offset_seconds",
             "S3's clock minus the local clock, as estimated from S3 responses",
@@ -61,7 +62,25 @@ class Metrics:
         )
         self.blob_resumes = Counter(
             "regsidecar_blob_resumes",
-            "Interrupted blob downloads continued with a Range request",
+            "Interrupted blob downloads (parts) continued with a Range request",
+            registry=self.registry,
+        )
+        self.download_requests = Counter(
+            "regsidecar_download_requests",
+            "GETs of blob data by source and kind: whole (one GET of the blob) or range (a "
+            "part, or a resumption)",
+            ["source", "kind"],
+            registry=self.registry,
+        )
+        self.upstream_blob_bytes = Counter(
+            "regsidecar_upstream_blob_bytes",
+            "Blob bytes received from each source",
+            ["source"],
+            registry=self.registry,
+        )
+        self.download_corrupt = Counter(
+            "regsidecar_download_corrupt",
+            "Blob downloads whose bytes did not match their digest (nothing was published)",
             registry=self.registry,
         )
         self.stale_serves = Counter(
@@ -193,6 +212,20 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def observe_download_request(self, source: str, *, ranged: bool) -> None:
+        self.download_requests.labels(source, "range" if ranged else "whole").inc()
+
+    def upstream_bytes(self, source: str, n: int) -> None:
+        child = self._bytes_children.get(source)
+        if child is None:
+            child = self._bytes_children[source] = self.upstream_blob_bytes.labels(source)
+        child.inc(n)
+
+    def watch_windows(self, windows: Callable[[], dict[str, WindowFigures]]) -> None:
+        """Read each source's download window at scrape time (sources are configured, so
+        the label is bounded)."""
+        self.registry.register(_WindowCollector(windows))
+
     def watch_cache(self, stats: Callable[[], CacheFigures]) -> None:
         """Read the cache's size, limits and evictions at scrape time."""
         self.registry.register(_CacheCollector(stats))
@@ -217,6 +250,46 @@ class CacheFigures(NamedTuple):
     max_bytes: int
     free_disk_bytes: int
     evictions: int
+
+
+class WindowFigures(NamedTuple):
+    limit: int
+    in_flight: int
+    throttles: int
+    best_per_conn_bytes_s: float
+
+
+class _WindowCollector(Collector):
+    def __init__(self, windows: Callable[[], dict[str, WindowFigures]]) -> None:
+        self._windows = windows
+
+    def collect(self) -> Iterator[Metric]:
+        limit = GaugeMetricFamily(
+            "regsidecar_download_window",
+            "Connections this host's downloads may hold to a source now (adaptive)",
+            labels=["source"],
+        )
+        open_ = GaugeMetricFamily(
+            "regsidecar_download_connections",
+            "Blob download connections open to a source",
+            labels=["source"],
+        )
+        best = GaugeMetricFamily(
+            "regsidecar_download_connection_rate_bytes",
+            "The best rate one connection to a source has been seen to get (bytes/s)",
+            labels=["source"],
+        )
+        throttles = CounterMetricFamily(
+            "regsidecar_download_throttles",
+            "Throttles and broken connections the download window backed off on",
+            labels=["source"],
+        )
+        for source, f in self._windows().items():
+            limit.add_metric([source], float(f.limit))
+            open_.add_metric([source], float(f.in_flight))
+            best.add_metric([source], f.best_per_conn_bytes_s)
+            throttles.add_metric([source], float(f.throttles))
+        yield from (limit, open_, best, throttles)
 
 
 class _CacheCollector(Collector):

@@ -32,8 +32,8 @@ from regsidecar.errors import (
 )
 from regsidecar.metrics import Metrics
 from regsidecar.oci.reference import Digest, parse_digest
+from regsidecar.pull.sources import Chooser
 from regsidecar.storage.registry import RegistryReader
-from regsidecar.upstream import Sources
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Names:
     def __init__(
         self,
         reader: RegistryReader,
-        sources: Sources,
+        chooser: Chooser,
         settings: Settings,
         metrics: Metrics,
         *,
@@ -53,7 +53,7 @@ class Names:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.reader = reader
-        self.sources = sources
+        self.chooser = chooser
         self.metrics = metrics
         self.state_path = state_path
         self._wall = wall
@@ -80,10 +80,8 @@ class Names:
 
         async def load() -> Digest:
             try:
-                d = await self.sources.ask(
-                    f"{name}:{tag}",
-                    lambda: self.reader.resolve_tag(name, tag),
-                    lambda upstream: upstream.resolve(name, tag),
+                d = await self.chooser.ask(
+                    f"{name}:{tag}", lambda source: source.resolve(name, tag)
                 )
             except NotFound as exc:
                 raise ManifestUnknown(f"unknown tag {name}:{tag}") from exc
@@ -110,16 +108,12 @@ class Names:
         async def load() -> bool:
             try:
                 if kind == "manifest":
-                    ok = await self.sources.ask(
-                        f"{name}@{digest}",
-                        lambda: self.reader.has_manifest(name, digest),
-                        lambda upstream: upstream.has_manifest(name, digest),
+                    ok = await self.chooser.ask(
+                        f"{name}@{digest}", lambda source: source.has_manifest(name, digest)
                     )
                 else:
-                    ok = await self.sources.ask(
-                        f"{name}@{digest}",
-                        lambda: self.reader.has_blob(name, digest),
-                        lambda upstream: upstream.has_blob(name, digest),
+                    ok = await self.chooser.ask(
+                        f"{name}@{digest}", lambda source: source.has_blob(name, digest)
                     )
             except StorageError as exc:
                 if not self._fresh(self._known_links.get(key)):

@@ -27,10 +27,9 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
 
 from cachetools import LRUCache
 
@@ -38,7 +37,6 @@ from regsidecar.cache.singleflight import SingleFlight
 from regsidecar.cache.store import BlobCache
 from regsidecar.clock.skew import SkewEstimator
 from regsidecar.config import Settings
-from regsidecar.downloads import Downloads, Opener
 from regsidecar.errors import (
     BlobUnknown,
     DigestInvalid,
@@ -47,19 +45,20 @@ from regsidecar.errors import (
     NotFound,
     StorageError,
     Unavailable,
-    UpstreamUnavailable,
 )
-from regsidecar.metrics import Metrics
+from regsidecar.metrics import Metrics, WindowFigures
 from regsidecar.names import Names, write_atomic
 from regsidecar.oci import mediatypes
 from regsidecar.oci.mediatypes import ManifestInfo
 from regsidecar.oci.reference import Digest, Reference, parse_digest
-from regsidecar.retry import RetryPolicy
+from regsidecar.pull.downloads import Downloads
+from regsidecar.pull.sources import BlobInfo, Chooser, RegistrySource, StoreSource
+from regsidecar.pull.window import ConnectionWindow
 from regsidecar.storage.base import Driver
 from regsidecar.storage.filesystem import FilesystemDriver
 from regsidecar.storage.registry import RegistryReader
 from regsidecar.storage.s3 import S3Driver
-from regsidecar.upstream import CircuitBreaker, Fallbacks, Sources, UpstreamConfig
+from regsidecar.upstream import CircuitBreaker, Fallbacks, UpstreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +112,6 @@ manifest_outcome: contextvars.ContextVar[str] = contextvars.ContextVar(
     "manifest_outcome", default=""
 )
 
-# S3 eventual consistency: a linked object not visible yet is asked for again for ~3 s.
-_CONSISTENCY = RetryPolicy(max_attempts=5, base_delay_s=0.25, max_delay_s=1.0, deadline_s=3.0)
-T = TypeVar("T")
-
 
 def _matches(digest: Digest, data: bytes) -> bool:
     return hashlib.new(digest.algorithm, data).hexdigest() == digest.hex
@@ -159,15 +154,21 @@ class Registry:
         self.fallbacks = fallbacks or Fallbacks([], None)
         for client in self.fallbacks.clients:
             client.on_request = partial(self.metrics.observe_upstream, client.name)
-        self.sources = Sources(
-            CircuitBreaker(settings.breaker.failures, settings.breaker.cooldown_s),
-            self.fallbacks,
+        d = settings.download
+        window = partial(ConnectionWindow, d.max_connections, initial=d.connections_per_blob)
+        store = StoreSource(
+            driver, window(), CircuitBreaker(settings.breaker.failures, settings.breaker.cooldown_s)
+        )
+        if isinstance(driver, S3Driver):
+            driver.on_throttle = store.window.throttled
+        self.chooser = Chooser(
+            store, [RegistrySource(client, window()) for client in self.fallbacks.clients]
         )
         # Last known tags and links survive a restart only where stale-if-error matters: a
         # remote store (a directory store is always there).
         state = os.path.join(settings.data_dir, "state", "known-names.json") if cache else None
         self.names = Names(
-            self.reader, self.sources, settings, self.metrics, state_path=state, now=now
+            self.reader, self.chooser, settings, self.metrics, state_path=state, now=now
         )
         # Cached blobs whose bytes were hashed since start (each is checked once per run).
         self._verified: LRUCache[Digest, bool] = LRUCache(1 << 20)
@@ -176,9 +177,9 @@ class Registry:
             c.manifest_memory_bytes, getsizeof=lambda m: len(m.payload) + 256
         )
         self._manifest_flights: SingleFlight[Digest, tuple[Manifest, str]] = SingleFlight()
-        self._size_flights: SingleFlight[Digest, int] = SingleFlight()
+        self._size_flights: SingleFlight[Digest, BlobInfo] = SingleFlight()
         self.downloads = (
-            Downloads(cache, settings, self.metrics, on_verified=self._mark_verified)
+            Downloads(cache, self.chooser, settings, self.metrics, on_verified=self._mark_verified)
             if cache is not None
             else None
         )
@@ -217,6 +218,15 @@ class Registry:
         """The S3 clock estimate (None for a directory store: nothing is signed)."""
         return self.driver.clock if isinstance(self.driver, S3Driver) else None
 
+    def windows(self) -> dict[str, WindowFigures]:
+        """Each source's download window, for the metrics."""
+        return {
+            s.name: WindowFigures(
+                s.window.limit, s.window.in_flight, s.window.throttles, s.window.best_per_conn
+            )
+            for s in self.chooser.sources
+        }
+
     def clock_status(self) -> dict[str, object] | None:
         if not isinstance(self.driver, S3Driver):
             return None
@@ -253,24 +263,6 @@ class Registry:
             return await self.reader.repositories()
         except StorageError as exc:
             raise Unavailable.from_storage(exc) from exc
-
-    async def _consistent(self, call: Callable[[], Awaitable[T]]) -> T:
-        """The repository links this object but the store says it is not there: S3 may not
-        show a fresh object everywhere yet, so ask again briefly before believing it."""
-        # Only NotFound answers count against the window: a slow first answer is not "absent"
-        # (the call is bounded by the request's deadline and the driver's own retries).
-        policy = _CONSISTENCY
-        give_up = time.monotonic() + policy.deadline_s
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except NotFound:
-                attempt += 1
-                delay = policy.backoff(attempt - 1)
-                if attempt >= policy.max_attempts or time.monotonic() + delay > give_up:
-                    raise
-                await asyncio.sleep(delay)
 
     # -- manifests ----------------------------------------------------------------------------
 
@@ -322,12 +314,9 @@ class Registry:
                 )
                 self.metrics.cache_corrupt.inc()
                 self.cache.remove(digest)
-        key = self.reader.blob_key(digest)
         try:
-            payload = await self.sources.ask(
-                str(digest),
-                lambda: self._consistent(lambda: self.driver.get(key, max_bytes=limit)),
-                lambda upstream: upstream.manifest(name, digest, limit),
+            payload = await self.chooser.ask(
+                str(digest), lambda source: source.manifest(name, digest, limit)
             )
         except NotFound as exc:
             raise ManifestUnknown(f"manifest {digest} is linked but its data is missing") from exc
@@ -387,17 +376,13 @@ class Registry:
         cached_size = cache.size_of(digest)
         if path is not None and cached_size is not None and await self._intact(digest, path):
             return LocalBlob(digest, path, cached_size, lambda: cache.pinned(digest), "cache")
-        fetch = downloads.get(digest)
-        if fetch is None:
+        running = downloads.get(digest)
+        if running is None:
             try:
                 # Concurrent first requests for one blob ask its size once.
-                size = await self._size_flights.do(
+                info = await self._size_flights.do(
                     digest,
-                    lambda: self.sources.ask(
-                        str(digest),
-                        lambda: self._consistent(lambda: self.driver.size(key)),
-                        lambda upstream: upstream.blob_size(name, digest),
-                    ),
+                    lambda: self.chooser.ask(str(digest), lambda source: source.stat(name, digest)),
                 )
             except NotFound as exc:
                 raise BlobUnknown(
@@ -409,60 +394,24 @@ class Registry:
             # even finished it.
             path = cache.lookup(digest)
             if path is not None:
-                return LocalBlob(digest, path, size, lambda: cache.pinned(digest), "cache")
-            fetch = downloads.get(digest)
-            if fetch is None:
+                return LocalBlob(digest, path, info.size, lambda: cache.pinned(digest), "cache")
+            running = downloads.get(digest)
+            if running is None:
                 if not download:
-                    return StreamingBlob(digest, size, _not_downloading)
-                if not downloads.usable(size):
+                    return StreamingBlob(digest, info.size, _not_downloading)
+                if not downloads.usable(info.size):
                     self.metrics.pass_through.inc()
                     log.warning(
                         "cache disk full or failing; streaming without caching",
-                        extra={"digest": str(digest), "bytes": size},
+                        extra={"digest": str(digest), "bytes": info.size},
                     )
                     return StreamingBlob(
                         digest,
-                        size,
-                        partial(
-                            downloads.pass_through,
-                            digest,
-                            key,
-                            size,
-                            self._opener(name, digest, key),
-                        ),
+                        info.size,
+                        partial(downloads.pass_through, digest, name, info.size),
                     )
-                fetch = downloads.start(digest, key, size, self._opener(name, digest, key))
-        return StreamingBlob(digest, fetch.size, fetch.open_reader)
-
-    def _opener(self, name: str, digest: Digest, key: str) -> Opener:
-        """Where a download (re)opens the blob: the primary store while its circuit is
-        closed, else the first fallback registry whose circuit is."""
-        sources = self.sources
-
-        async def open_at(offset: int) -> AsyncIterator[bytes]:
-            if sources.primary.allow() or not sources.fallbacks:
-                try:
-                    async for chunk in self.driver.stream(key, offset):
-                        yield chunk
-                except StorageError:
-                    sources.primary.failure()
-                    raise
-                sources.primary.success()
-                return
-            for upstream in sources.fallbacks.clients:
-                if not upstream.breaker.allow():
-                    continue
-                try:
-                    async for chunk in upstream.blob_stream(name, digest, offset):
-                        yield chunk
-                except StorageError:
-                    upstream.breaker.failure()
-                    raise
-                upstream.breaker.success()
-                return
-            raise UpstreamUnavailable(key, "every source's circuit is open")
-
-        return open_at
+                running = downloads.start(digest, name, info)
+        return StreamingBlob(digest, running.size, running.open_reader)
 
     async def adopt(self, digest: Digest, path: str, size: int) -> None:
         """Keep a copy of a blob this sidecar has just verified and stored (a push) in the

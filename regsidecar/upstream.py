@@ -17,7 +17,7 @@ import base64
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from yarl import URL
 
 from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
 from regsidecar.oci import mediatypes
+from regsidecar.oci.ranges import answers_range, range_header
 from regsidecar.oci.reference import Digest, parse_digest
 from regsidecar.storage.base import CHUNK, RequestHook, observed, read_bounded
 
@@ -241,12 +242,18 @@ class RegistryClient:
             raise UpstreamUnavailable(str(digest), f"{self.name}: HEAD without Content-Length")
         return resp.content_length
 
-    async def blob_stream(self, repo: str, digest: Digest, offset: int) -> AsyncIterator[bytes]:
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+    async def blob_stream(
+        self, repo: str, digest: Digest, offset: int, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Bytes ``offset..end`` (inclusive; None: to the end) of a blob; a ranged answer
+        must be exactly the range asked for (206 with its Content-Range)."""
+        headers = range_header(offset, end)
         resp = await self._request("GET", f"/v2/{repo}/blobs/{digest}", str(digest), headers)
         try:
-            if offset and resp.status != 206:
-                raise UpstreamUnavailable(str(digest), f"{self.name}: ignored Range")
+            if not answers_range(resp.status, resp.headers.get("Content-Range"), offset, end):
+                raise UpstreamUnavailable(
+                    str(digest), f"{self.name}: did not answer the range asked for"
+                )
             async for chunk in resp.content.iter_chunked(CHUNK):
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -282,74 +289,6 @@ class Fallbacks:
     def __bool__(self) -> bool:
         return bool(self.clients)
 
-    async def first(self, what: str, call: Callable[[RegistryClient], Awaitable[T]]) -> T:
-        """The first answer of a source that works: NotFound only if every reachable source
-        says so; UpstreamUnavailable if none could be asked."""
-        errors: list[str] = []
-        not_found = False
-        for client in self.clients:
-            if not client.breaker.allow():
-                errors.append(f"{client.name}: circuit open")
-                continue
-            try:
-                result = await call(client)
-            except NotFound:
-                client.breaker.success()
-                not_found = True
-                continue
-            except StorageError as exc:
-                client.breaker.failure()
-                errors.append(str(exc))
-                continue
-            client.breaker.success()
-            log.info(
-                "served from a fallback upstream", extra={"upstream": client.name, "ref": what}
-            )
-            return result
-        if not_found:
-            raise NotFound(what, "not in any fallback upstream")
-        raise UpstreamUnavailable(what, "; ".join(errors) or "no fallback upstream")
-
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-class Sources:
-    """The upstream chain: the primary store, guarded by its own breaker, then the fallbacks.
-
-    NotFound from the primary is the answer (the store is the source of truth); only when the
-    primary is unavailable, or its circuit is open, are the fallbacks asked.
-    """
-
-    def __init__(self, primary: CircuitBreaker, fallbacks: Fallbacks) -> None:
-        self.primary = primary
-        self.fallbacks = fallbacks
-
-    async def ask(
-        self,
-        what: str,
-        primary: Callable[[], Awaitable[T]],
-        fallback: Callable[[RegistryClient], Awaitable[T]] | None = None,
-    ) -> T:
-        can_fall_back = bool(self.fallbacks) and fallback is not None
-        if self.primary.allow() or not can_fall_back:
-            try:
-                result = await primary()
-            except NotFound:
-                self.primary.success()
-                raise
-            except StorageError:
-                self.primary.failure()
-                if not can_fall_back:
-                    raise
-            else:
-                self.primary.success()
-                return result
-        assert fallback is not None
-        return await self.fallbacks.first(what, fallback)
-
-    def state(self) -> dict[str, str]:
-        out = {"primary": self.primary.state}
-        out.update({c.name: c.breaker.state for c in self.fallbacks.clients})
-        return out

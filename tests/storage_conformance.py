@@ -100,6 +100,28 @@ class DriverConformance:
         # the driver still works after an abandoned stream
         assert await driver.size(layout.blob_data(BIG_DIGEST)) == len(BIG)
 
+    @pytest.mark.parametrize(
+        ("start", "end"), [(0, 0), (0, 99), (65536, 65536 + 300_000), (1, None), (0, 10**9)]
+    )
+    async def test_stream_a_byte_range(self, driver: Driver, start: int, end: int | None) -> None:
+        """start..end inclusive; an end past the object stops at its end, as S3 does."""
+        key = layout.blob_data(BIG_DIGEST)
+        async with aclosing(driver.stream(key, start, end)) as it:  # type: ignore[type-var]
+            data = b"".join([c async for c in it])
+        assert data == BIG[start : None if end is None else end + 1]
+
+    async def test_stream_from_past_the_end_is_not_found(self, driver: Driver) -> None:
+        with pytest.raises(NotFound):
+            async with aclosing(driver.stream(layout.blob_data(BIG_DIGEST), len(BIG))) as it:  # type: ignore[type-var]
+                async for _ in it:
+                    pass
+
+    async def test_stat_gives_the_size(self, driver: Driver) -> None:
+        info = await driver.stat(layout.blob_data(BIG_DIGEST))
+        assert info.size == len(BIG)
+        with pytest.raises(NotFound):
+            await driver.stat(layout.blob_data("sha256:" + "0" * 64))
+
     async def test_list_children_sorted_and_paginated(self, driver: Driver) -> None:
         names = await driver.list_children(layout.tags_dir(OTHER_REPO))
         assert names == sorted([*MANY_TAGS, "broken"])

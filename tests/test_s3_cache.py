@@ -46,11 +46,12 @@ async def _get_digest(session: aiohttp.ClientSession, url: str) -> tuple[int, st
         return resp.status, "sha256:" + h.hexdigest(), n
 
 
-async def test_100_concurrent_cold_gets_make_one_s3_get(
+async def test_100_concurrent_cold_gets_make_one_download(
     moto: MotoServer, writer: BucketWriter, sidecar: Sidecar
 ) -> None:
     """100 clients ask for one cold 32 MiB blob at once: all get the right bytes, S3 sees one
-    GET of the data and one HEAD for its size."""
+    HEAD for its size and at most one GET per 16 MiB part (the first plain GET, joined by a
+    ranged one when this busy machine makes it slow; tests/test_ranged.py checks the ranges)."""
     data = os.urandom(32 * MiB)
     digest = writer.blob("app", data)
     key = layout.blob_data(digest)
@@ -59,7 +60,7 @@ async def test_100_concurrent_cold_gets_make_one_s3_get(
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=240)) as session:
         results = await asyncio.gather(*[_get_digest(session, url) for _ in range(100)])
     assert all(r == (200, digest, len(data)) for r in results), set(results)
-    assert moto.count("GET", key, since=mark) == 1
+    assert 1 <= moto.count("GET", key, since=mark) <= 2
     assert moto.count("HEAD", key, since=mark) == 1
     assert [p.name for p in sidecar.cache_files()] == [digest.split(":")[1]]
     assert sidecar.temp_files() == []

@@ -46,7 +46,8 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     registry = await Registry.open(settings, app[METRICS])
     app[REGISTRY] = registry
     app[READINESS] = Readiness(registry)
-    app[METRICS].watch_breakers(registry.sources.state)
+    app[METRICS].watch_breakers(registry.chooser.state)
+    app[METRICS].watch_windows(registry.windows)
     cache = registry.cache
     if cache is not None:
         app[METRICS].watch_cache(

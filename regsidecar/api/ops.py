@@ -34,7 +34,7 @@ def add_routes(app: web.Application) -> None:
 async def healthz(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     detail: dict[str, Any] = {"status": "ok", "store": registry.driver.description}
-    detail["sources"] = registry.sources.state()
+    detail["sources"] = registry.chooser.state()
     clock = registry.clock_status()
     if clock is not None:
         detail["clock"] = clock

@@ -87,3 +87,44 @@ def parse_chunk_range(header: str) -> ByteRange:
     if end < start:
         raise RangeInvalid(None, "Content-Range ends before it starts")
     return ByteRange(start, end)
+
+
+_CONTENT_RANGE_RE = re.compile(
+    r"[ \t]*bytes[ \t]+([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)[ \t]*"
+)
+
+
+def range_header(start: int, end: int | None) -> dict[str, str]:
+    """Request headers for bytes ``start..end`` (inclusive; None: to the end); none for the
+    whole object, so a plain GET stays a plain GET.
+
+    >>> range_header(0, None), range_header(5, None), range_header(0, 9)
+    ({}, {'Range': 'bytes=5-'}, {'Range': 'bytes=0-9'})
+    """
+    if start == 0 and end is None:
+        return {}
+    return {"Range": f"bytes={start}-{'' if end is None else end}"}
+
+
+def answers_range(status: int, content_range: str | None, start: int, end: int | None) -> bool:
+    """Whether a response is exactly the range a :func:`range_header` request asked for: 206
+    whose ``Content-Range`` starts at ``start`` (and ends at ``end`` when one was given). A
+    server that ignores Range answers 200 with the whole object, whose bytes would otherwise
+    land at the wrong offset. A request for the whole object takes 200; an ``end`` past the
+    object is answered up to its last byte.
+
+    >>> answers_range(206, "bytes 16-31/40", 16, 31), answers_range(200, None, 16, 31)
+    (True, False)
+    """
+    if start == 0 and end is None:
+        return status == 200
+    if status != 206 or content_range is None:
+        return False
+    m = _CONTENT_RANGE_RE.fullmatch(content_range)
+    if m is None or int(m.group(1)) != start:
+        return False
+    if end is None or int(m.group(2)) == end:
+        return True
+    # An end past the object is answered up to the object's last byte (RFC 9110 14.1.2).
+    total = m.group(3)
+    return total != "*" and int(m.group(2)) == int(total) - 1 < end

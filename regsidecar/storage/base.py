@@ -12,6 +12,7 @@ import os
 import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
 from regsidecar.errors import NotFound, StorageError
@@ -21,6 +22,15 @@ T = TypeVar("T")
 
 # A metrics hook: (method, outcome "ok" | "not_found" | "error", seconds to the answer).
 RequestHook = Callable[[str, str, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a driver knows of an object without reading it: its size, and its ETag when the
+    store has one (S3's tells whether the object was written in parts, and how many)."""
+
+    size: int
+    etag: str | None = None
 
 
 class _Readable(Protocol):
@@ -94,8 +104,13 @@ class Driver(Protocol):
         """Size in bytes of the object at ``key``."""
         ...
 
-    def stream(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
-        """Content from ``offset`` to the end, in chunks; close it (aclosing) when done early."""
+    async def stat(self, key: str) -> ObjectInfo:
+        """Size (and ETag, when the store has one) of the object at ``key``."""
+        ...
+
+    def stream(self, key: str, offset: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Content from ``offset`` to ``end`` inclusive (None: to the object's end), in
+        chunks; close it (aclosing) when done early. A range past the end is NotFound."""
         ...
 
     async def list_children(self, prefix: str) -> list[str]:

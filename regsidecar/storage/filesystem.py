@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from regsidecar.errors import NotFound, StorageError
-from regsidecar.storage.base import CHUNK, fsync_dir, source_size
+from regsidecar.storage.base import CHUNK, ObjectInfo, fsync_dir, source_size
 
 T = TypeVar("T")
 # In-flight temporary files: ".<name>.<random>.tmp" beside the key (no registry key starts
@@ -66,6 +66,9 @@ class FilesystemDriver:
         return data
 
     async def size(self, key: str) -> int:
+        return (await self.stat(key)).size
+
+    async def stat(self, key: str) -> ObjectInfo:
         try:
             st = os.stat(self._path(key))
         except (FileNotFoundError, NotADirectoryError) as exc:
@@ -74,16 +77,23 @@ class FilesystemDriver:
             raise StorageError(key, exc.strerror or str(exc)) from exc
         if not stat.S_ISREG(st.st_mode):
             raise NotFound(key)
-        return st.st_size
+        return ObjectInfo(st.st_size)
 
-    async def stream(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
+    async def stream(
+        self, key: str, offset: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
         try:
             f = open(self._path(key), "rb")  # noqa: SIM115 - closed in finally
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise NotFound(key) from exc
         try:
+            size = os.fstat(f.fileno()).st_size
+            if offset and offset >= size:
+                raise NotFound(key, "range not satisfiable")
             f.seek(offset)
-            while chunk := await asyncio.to_thread(f.read, CHUNK):
+            left = (min(end, size - 1) if end is not None else size - 1) + 1 - offset
+            while left > 0 and (chunk := await asyncio.to_thread(f.read, min(CHUNK, left))):
+                left -= len(chunk)
                 yield chunk
         finally:
             f.close()

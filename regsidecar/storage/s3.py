@@ -42,8 +42,16 @@ from regsidecar.clock.signer import ClockedS3Signer
 from regsidecar.clock.skew import SkewEstimator
 from regsidecar.config import Settings
 from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
+from regsidecar.oci.ranges import answers_range, range_header
 from regsidecar.retry import DeadlineExceeded, RetryPolicy, retrying
-from regsidecar.storage.base import CHUNK, RequestHook, observed, read_bounded, source_size
+from regsidecar.storage.base import (
+    CHUNK,
+    ObjectInfo,
+    RequestHook,
+    observed,
+    read_bounded,
+    source_size,
+)
 from regsidecar.storage.s3upload import (
     MAX_PUT,
     NS,
@@ -108,6 +116,9 @@ class S3Driver:
         self.options = options
         self.retry = retry or RetryPolicy()
         self.on_retry: Callable[[], None] | None = None  # metrics hook
+        # Told of every transient failure (SlowDown, 5xx, resets, timeouts) that is retried:
+        # the download window backs off on it.
+        self.on_throttle: Callable[[], None] | None = None
         self.on_request: RequestHook | None = None  # metrics hook
         self.region = region
         self._session = session
@@ -380,6 +391,8 @@ class S3Driver:
         )
         if self.on_retry is not None:
             self.on_retry()
+        if self.on_throttle is not None:
+            self.on_throttle()
 
     async def get(self, key: str, *, max_bytes: int) -> bytes:
         async def once() -> bytes:
@@ -399,25 +412,34 @@ class S3Driver:
         return await self._retry(once, key)
 
     async def size(self, key: str) -> int:
-        async def once() -> int:
+        return (await self.stat(key)).size
+
+    async def stat(self, key: str) -> ObjectInfo:
+        async def once() -> ObjectInfo:
             resp = await self._request("HEAD", self._object_url(key), key)
             resp.release()
             if resp.content_length is None:
                 raise UpstreamUnavailable(key, "S3 HEAD without Content-Length")
-            return resp.content_length
+            return ObjectInfo(resp.content_length, resp.headers.get("ETag"))
 
         return await self._retry(once, key)
 
-    async def stream(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
-        """The object from ``offset``. Opening is retried; an error mid-body is raised as
-        UpstreamUnavailable for the caller to resume from where it got to."""
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+    async def stream(
+        self, key: str, offset: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The object from ``offset`` to ``end`` (inclusive; None: its end). Opening is
+        retried; an error mid-body is raised as UpstreamUnavailable for the caller to resume
+        from where it got to. A ranged answer must be the range asked for (206 and its
+        Content-Range), so bytes are never written at the wrong offset."""
+        headers = range_header(offset, end)
         resp = await self._retry(
             lambda: self._request("GET", self._object_url(key), key, headers), key
         )
         try:
-            if offset and resp.status != 206:
-                raise UpstreamUnavailable(key, f"S3 ignored Range (status {resp.status})")
+            if not answers_range(resp.status, resp.headers.get("Content-Range"), offset, end):
+                raise UpstreamUnavailable(
+                    key, f"S3 did not answer the range asked for ({resp.status})"
+                )
             async for chunk in resp.content.iter_chunked(CHUNK):
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -23,8 +23,9 @@ headers and ``Expect`` are dropped) and the body. Response status, reason and he
 (``Content-Length``, ``Date``, ``ETag``, ...) are copied and the body is streamed, never held.
 
 Faults are rules, changeable at any time from any thread. Each may be limited to a method,
-to a path substring (matched against the raw path+query and its percent-decoded form) and to
-a number of applications (``times``). For each request, every matching ``stall`` rule delays
+to a path substring (matched against the raw path+query and its percent-decoded form), to an
+exact ``Range`` header (``range_header=``: stall, reset, corrupt), and to a number of
+applications (``times``). For each request, every matching ``stall`` rule delays
 it (they add up), then the first matching *terminal* rule (``fail_ratio`` or ``reset_after``)
 applies. Each fault method returns its :class:`Fault` handle (``.applied`` counts uses).
 
@@ -37,6 +38,8 @@ applies. Each fault method returns its :class:`Fault` handle (``.applied`` count
   gets exactly ``nbytes`` and then a connection closed short of ``Content-Length``
   (``rst=True``: SO_LINGER 0 first, so the kernel sends a TCP RST; bytes still in flight may
   then be lost).
+* ``corrupt(at_byte=0)``: forward the body with the byte at that offset flipped (XOR 0xff);
+  not terminal, so it combines with a stall or a reset.
 * ``stall(seconds, after_bytes=None)``: hold the request ``seconds`` before forwarding it, or
   (``after_bytes``) send headers and that many body bytes first, then hold mid-body. Stalls
   end early on ``release_stalls()``, ``clear()`` and ``stop()``.
@@ -182,18 +185,21 @@ class _Entry:
 class Fault:
     """One fault rule. ``times``: how many more times it may apply (None: unlimited)."""
 
-    kind: str  # "fail", "reset", "stall"
+    kind: str  # "fail", "reset", "stall", "corrupt"
     method: str | None
     path_contains: str | None
     times: int | None
     params: dict[str, Any]
     applied: int = 0
     _seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    range_header: str | None = None  # only requests with exactly this Range header
 
-    def _matches(self, method: str, path: str) -> bool:
+    def _matches(self, method: str, path: str, range_: str | None = None) -> bool:
         if self.times is not None and self.times <= 0:
             return False
         if self.method is not None and self.method != method:
+            return False
+        if self.range_header is not None and self.range_header != range_:
             return False
         if self.path_contains is not None:
             return self.path_contains in path or self.path_contains in urllib.parse.unquote(path)
@@ -209,10 +215,12 @@ class _Plan:
     fail_code: str | None = None
     reset_after: int | None = None
     rst: bool = False
+    corrupt_at: int | None = None  # body offset of the byte to flip
     names: list[str] = field(default_factory=list)
-    # Body-cutting rules, handed back (_refund) if the body ends before their cut.
+    # Body rules, handed back (_refund) if the body ends before their offset.
     stall_fault: Fault | None = None
     reset_fault: Fault | None = None
+    corrupt_fault: Fault | None = None
 
 
 class FaultProxy:
@@ -433,13 +441,21 @@ class FaultProxy:
         times: int | None = None,
         method: str | None = None,
         path_contains: str | None = None,
+        range_header: str | None = None,
         rst: bool = False,
     ) -> Fault:
         """Send headers and the first ``nbytes`` of the body, then abort the connection."""
         if nbytes < 0:
             raise ValueError("nbytes must be >= 0")
         return self._add(
-            Fault("reset", method, path_contains, times, {"nbytes": nbytes, "rst": rst})
+            Fault(
+                "reset",
+                method,
+                path_contains,
+                times,
+                {"nbytes": nbytes, "rst": rst},
+                range_header=range_header,
+            )
         )
 
     def stall(
@@ -450,6 +466,7 @@ class FaultProxy:
         times: int | None = None,
         method: str | None = None,
         path_contains: str | None = None,
+        range_header: str | None = None,
     ) -> Fault:
         """Hold matching requests ``seconds`` before forwarding them, or after sending the
         headers and ``after_bytes`` of the body. Ends early on ``release_stalls()``."""
@@ -462,6 +479,32 @@ class FaultProxy:
                 path_contains,
                 times,
                 {"seconds": seconds, "after_bytes": after_bytes},
+                range_header=range_header,
+            )
+        )
+
+    def corrupt(
+        self,
+        at_byte: int = 0,
+        *,
+        times: int | None = None,
+        method: str | None = None,
+        path_contains: str | None = None,
+        range_header: str | None = None,
+    ) -> Fault:
+        """Forward the response with the body byte at offset ``at_byte`` flipped (XOR 0xff):
+        a storage or network corruption the client can only catch by its digest. Not
+        terminal: it combines with a stall or a reset."""
+        if at_byte < 0:
+            raise ValueError("at_byte must be >= 0")
+        return self._add(
+            Fault(
+                "corrupt",
+                method,
+                path_contains,
+                times,
+                {"at_byte": at_byte},
+                range_header=range_header,
             )
         )
 
@@ -492,12 +535,12 @@ class FaultProxy:
         with self._lock:
             return list(self._faults)
 
-    def _plan(self, method: str, path: str) -> _Plan:
+    def _plan(self, method: str, path: str, range_: str | None = None) -> _Plan:
         plan = _Plan()
         terminal = False
         with self._lock:
             for f in self._faults:
-                if not f._matches(method, path):
+                if not f._matches(method, path, range_):
                     continue
                 if f.kind == "stall":
                     after = f.params["after_bytes"]
@@ -509,6 +552,11 @@ class FaultProxy:
                         plan.stall_fault = f
                     else:
                         continue
+                elif f.kind == "corrupt":
+                    if plan.corrupt_at is not None:
+                        continue
+                    plan.corrupt_at = f.params["at_byte"]
+                    plan.corrupt_fault = f
                 elif terminal:
                     continue
                 elif f.kind == "fail":
@@ -617,7 +665,7 @@ class FaultProxy:
                 setattr(entry, k, v)
 
     async def _proxy(self, request: web.BaseRequest, entry: _Entry) -> web.StreamResponse:
-        plan = self._plan(request.method, entry.path)
+        plan = self._plan(request.method, entry.path, entry.range)
         self._set(entry, faults=list(plan.names))
         if plan.stall_s:
             await self._hold(plan.stall_s)
@@ -653,7 +701,7 @@ class FaultProxy:
                 await resp.prepare(request)
                 self._set(entry, status=upstream.status)
                 if request.method == "HEAD":
-                    self._refund(entry, plan.stall_fault, plan.reset_fault)
+                    self._refund(entry, plan.stall_fault, plan.reset_fault, plan.corrupt_fault)
                     await resp.write_eof()
                     self._set(entry, completed=True)
                     return resp
@@ -681,13 +729,16 @@ class FaultProxy:
         # Cut points in body bytes: a mid-body stall and/or a reset.
         stall_at = plan.stall_after
         reset_at = plan.reset_after
+        corrupt_at = plan.corrupt_at
         sent = 0
         if stall_at == 0:
             await self._flush(request)
             await self._hold(plan.stall_mid_s)
             stall_at = None
         if reset_at == 0:
-            self._refund(entry, plan.stall_fault if stall_at is not None else None)
+            self._refund(
+                entry, plan.stall_fault if stall_at is not None else None, plan.corrupt_fault
+            )
             await self._reset(request, entry, plan)
             return
         async for chunk in upstream.content.iter_chunked(CHUNK):
@@ -697,8 +748,12 @@ class FaultProxy:
                 for cut in (stall_at, reset_at):
                     if cut is not None and sent < cut:
                         limit = min(limit, cut - sent)
-                piece = view[:limit]
+                piece: bytes | memoryview = view[:limit]
                 view = view[limit:]
+                if corrupt_at is not None and sent <= corrupt_at < sent + len(piece):
+                    flipped = bytearray(piece)
+                    flipped[corrupt_at - sent] ^= 0xFF
+                    piece, corrupt_at = bytes(flipped), None
                 await resp.write(piece)
                 sent += len(piece)
                 self._set(entry, bytes_sent=sent)
@@ -707,12 +762,21 @@ class FaultProxy:
                     await self._hold(plan.stall_mid_s)
                     stall_at = None
                 if reset_at is not None and sent >= reset_at:
-                    self._refund(entry, plan.stall_fault if stall_at is not None else None)
+                    self._refund(
+                        entry,
+                        plan.stall_fault if stall_at is not None else None,
+                        plan.corrupt_fault if corrupt_at is not None else None,
+                    )
                     upstream.close()
                     await self._reset(request, entry, plan)
                     return
         # The body ended before a cut: that rule did not apply, it stays available.
-        self._refund(entry, plan.stall_fault if stall_at is not None else None, plan.reset_fault)
+        self._refund(
+            entry,
+            plan.stall_fault if stall_at is not None else None,
+            plan.reset_fault,
+            plan.corrupt_fault if corrupt_at is not None else None,
+        )
         await resp.write_eof()
         self._set(entry, completed=True)
 

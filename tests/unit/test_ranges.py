@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from regsidecar.errors import RangeInvalid
-from regsidecar.oci.ranges import ByteRange, parse_range
+from regsidecar.oci.ranges import ByteRange, answers_range, parse_range, range_header
 
 
 def test_no_header_means_the_whole_object() -> None:
@@ -137,3 +137,32 @@ def test_parsed_range_always_lies_inside_the_object(header: str, size: int) -> N
     assert rng is not None
     assert 0 <= rng.start <= rng.end < size
     assert rng.length == len(bytes(range(size))[rng.start : rng.end + 1])
+
+
+@pytest.mark.parametrize(
+    ("status", "content_range", "start", "end", "ok"),
+    [
+        (200, None, 0, None, True),
+        (206, "bytes 0-99/100", 0, None, False),  # a whole-object GET is a 200
+        (206, "bytes 16-31/40", 16, 31, True),
+        (200, None, 16, 31, False),  # Range ignored: the whole object at offset 0
+        (206, "bytes 0-31/40", 16, 31, False),
+        (206, "bytes 16-20/40", 16, 31, False),  # shorter than asked
+        (206, "bytes 16-39/40", 16, None, True),
+        (206, "bytes 16-39/40", 16, 1000, True),  # an end past the object
+        (206, "bytes 16-38/40", 16, 1000, False),
+        (206, "bytes 16-39/*", 16, 1000, False),
+        (206, "garbage", 16, 31, False),
+        (206, None, 16, 31, False),
+    ],
+)
+def test_answers_range(
+    status: int, content_range: str | None, start: int, end: int | None, ok: bool
+) -> None:
+    assert answers_range(status, content_range, start, end) is ok
+
+
+def test_range_header_only_when_a_range_is_wanted() -> None:
+    assert range_header(0, None) == {}
+    assert range_header(0, 0) == {"Range": "bytes=0-0"}
+    assert range_header(7, None) == {"Range": "bytes=7-"}

@@ -1,0 +1,165 @@
+"""One blob on its way into the cache, and the clients that read it while it arrives.
+
+A :class:`Download` is the shared state of one digest's fetch: the temp file, the
+:class:`~regsidecar.pull.parts.PartPlan` whose **watermark** (the contiguous prefix written)
+readers follow, and the outcome. The fetch itself (:mod:`regsidecar.pull.fetch`) writes parts
+at their offsets, advances the plan, and ends in :meth:`Download.finish` (digest verified,
+file fsynced and published) or :meth:`Download.fail`.
+
+The rule for readers, whole blob or ``Range``: **a response's last byte is released only
+after the whole blob has been verified.** Every byte before it streams as soon as the
+prefix covers it; a digest mismatch fails the download and every reader's connection is cut
+short of its ``Content-Length``, so no client ever holds a complete response of unverified
+bytes (a ``Range`` response for bytes 0-99 of a cold blob waits for the whole blob's digest).
+
+>>> download = Download(digest, size, temp, final, PartPlan(size, 16 * MiB))  # doctest: +SKIP
+>>> async for chunk in download.open_reader(0, size - 1): ...  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+from regsidecar.errors import UpstreamUnavailable
+from regsidecar.oci.reference import Digest
+from regsidecar.pull.parts import Part, PartPlan
+
+READ_CHUNK = 1024 * 1024
+
+
+class Download:
+    """A blob being written to ``temp_path``; readers follow the plan's watermark."""
+
+    def __init__(
+        self, digest: Digest, size: int, temp_path: str, final_path: str, plan: PartPlan
+    ) -> None:
+        self.digest = digest
+        self.key = str(digest)
+        self.size = size
+        self.temp_path = temp_path
+        self.final_path = final_path
+        self.plan = plan
+        self.verified = False
+        self.error: BaseException | None = None
+        self.readers = 0
+        self.task: asyncio.Task[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def watermark(self) -> int:
+        return self.plan.watermark
+
+    @property
+    def done(self) -> bool:
+        return self.verified or self.error is not None
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def wrote(self, part: Part, n: int) -> None:
+        """``n`` bytes were written at ``part.pos``: wake readers when the prefix grew."""
+        if self.plan.advance(part, n):
+            self._wake()
+
+    def finish(self) -> None:
+        self.verified = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self._wake()
+
+    async def changed(self) -> None:
+        """Wait until the watermark moves or the download ends."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        await fut
+
+    def open_reader(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``start..end`` (inclusive) as they arrive; the last one after verification.
+
+        The file is opened now, synchronously, so the rename at publish cannot race the open.
+        ``aclose()`` it when done, started or not.
+        """
+        return GrowingRead(self, start, end)
+
+    def _open(self) -> int:
+        if self.error is not None:
+            raise UpstreamUnavailable(self.key, f"download failed: {self.error}")
+        # The publish (rename) runs in a worker thread, so between it and finish() the file
+        # may already be at its final path: look there next.
+        paths = (self.final_path,) if self.verified else (self.temp_path, self.final_path)
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                break
+            except FileNotFoundError:
+                continue
+        else:
+            raise UpstreamUnavailable(self.key, "the download's file vanished")
+        self.readers += 1
+        return fd
+
+    async def spans(self, start: int, end: int, most: int) -> AsyncIterator[tuple[int, int]]:
+        """(offset, length) spans of ``start..end`` that may be sent, at most ``most`` long,
+        waiting for the download between them; byte ``end`` only once verified."""
+        pos = start
+        while pos <= end:
+            if self.error is not None:
+                raise UpstreamUnavailable(self.key, f"download failed: {self.error}")
+            limit = end + 1 if self.verified else min(self.plan.watermark, end)
+            ready = limit - pos
+            if ready > 0:
+                n = min(most, ready)
+                yield pos, n
+                pos += n
+            else:
+                await self.changed()
+
+
+class GrowingRead:
+    """One reader of a :class:`Download`'s growing file: counted among its readers from the
+    moment it is made until :meth:`aclose` (idempotent; also when never iterated, which an
+    async generator's ``finally`` would not see)."""
+
+    def __init__(self, download: Download, start: int, end: int) -> None:
+        self._download = download
+        self._start, self._end = start, end
+        self._fd = download._open()
+        self._closed = False
+        self._chunks: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._chunks is None:
+            self._chunks = self._read()
+        try:
+            return await anext(self._chunks)
+        except BaseException:
+            # The end, or a failure: either way this reader is done.
+            await self.aclose()
+            raise
+
+    async def _read(self) -> AsyncIterator[bytes]:
+        fd = self._fd
+        async for pos, n in self._download.spans(self._start, self._end, READ_CHUNK):
+            data = os.pread(fd, n, pos)
+            if len(data) != n:
+                raise UpstreamUnavailable(self._download.key, "cache file shorter than written")
+            yield data
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._chunks is not None:
+            await self._chunks.aclose()  # type: ignore[attr-defined]
+        os.close(self._fd)
+        self._download.readers -= 1

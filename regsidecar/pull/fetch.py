@@ -1,0 +1,326 @@
+"""Fetch one blob into its temp file: parallel ranged parts, a hasher that follows the prefix.
+
+The state machine of aws-c-s3's auto-ranged GET, with one difference: the first request is a
+plain GET of the whole blob, so a small or fast blob costs exactly one request. While it
+runs, every ``EXPAND_EVERY_S`` the fetch asks whether that one connection would take longer
+than ``parallel_after_s`` for the rest; if so it claims further parts (in order, so the
+prefix grows at the front) for new connections, as many as ``connections_per_blob`` and the
+source's :class:`~regsidecar.pull.window.ConnectionWindow` allow. The first response stops
+at the first part someone else holds::
+
+    first GET  ──part 0──────────▶ stops (part 1 is taken)   then takes part 8 ...
+    range 1                        ──part 1──▶ part 9 ...
+    range 2                        ──part 2──▶ ...
+    hasher     follows the watermark, in order, in a worker thread; fdatasync every 16 MiB
+
+A failed or cut part is retried by itself, from the byte it got to, through the
+:class:`~regsidecar.pull.sources.Chooser` (so its breaker and the fallbacks apply per part),
+at most ``retry.max_resumes`` times; the other parts go on. Memory is one network buffer
+per connection: parts are written at their offsets as they arrive (``os.pwrite``).
+
+>>> await Fetcher(download, fd, chooser, "app", options, metrics).run()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from regsidecar.errors import IntegrityError, NotFound, StorageError, UpstreamUnavailable
+from regsidecar.metrics import Metrics
+from regsidecar.pull.download import Download
+from regsidecar.pull.parts import Part
+from regsidecar.pull.sources import BlobSource, Chooser
+from regsidecar.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+# How often a running download reconsiders its number of connections.
+EXPAND_EVERY_S = 0.05
+# The rate of the first connection is judged after at least this long from its first byte.
+MIN_SAMPLE_S = 0.1
+# The hasher reads the written prefix in spans of at least this much (fewer thread hops),
+# at most HASH_MOST at a time.
+HASH_LEAST = 4 * 1024 * 1024
+HASH_MOST = 16 * 1024 * 1024
+# Bytes between background fdatasync calls, so the fsync that holds every reader's last byte
+# has only the tail left.
+FLUSH_EVERY = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    connections_per_blob: int = 8
+    parallel_after_s: float = 0.5
+    max_resumes: int = 10  # per part
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@contextlib.asynccontextmanager
+async def closing(it: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[bytes]]:
+    """aclosing() for an AsyncIterator that is an async generator at run time."""
+    try:
+        yield it
+    finally:
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _hash_span(h: hashlib._Hash, fd: int, offset: int, n: int) -> None:
+    """Hash ``n`` bytes of ``fd`` at ``offset`` (a worker thread's job: hashlib releases
+    the GIL on large updates, so the event loop goes on meanwhile)."""
+    end = offset + n
+    while offset < end:
+        data = os.pread(fd, min(1024 * 1024, end - offset), offset)
+        if not data:
+            raise IntegrityError(str(fd), "cache file shorter than its written prefix")
+        h.update(data)
+        offset += len(data)
+
+
+@dataclass(slots=True)
+class _Lease:
+    """The part a worker holds now (an open-ended response moves it along)."""
+
+    part: Part
+
+
+class Fetcher:
+    """Runs one :class:`Download` to a verified temp file (the caller fsyncs and publishes)."""
+
+    def __init__(
+        self,
+        download: Download,
+        fd: int,
+        chooser: Chooser,
+        repo: str,
+        options: FetchOptions,
+        metrics: Metrics,
+    ) -> None:
+        self.download = download
+        self.fd = fd
+        self.chooser = chooser
+        self.repo = repo
+        self.options = options
+        self.metrics = metrics
+        self._workers: set[asyncio.Task[None]] = set()
+        self._first_byte_at: float | None = None
+        # For the "blob cached" log line and the benchmarks.
+        self.requests = 0
+        self.most_connections = 0
+        self.sources: set[str] = set()
+
+    async def run(self) -> None:
+        hasher = asyncio.create_task(self._hash())
+        try:
+            await self._fetch_all()
+            await hasher
+        finally:
+            for task in (*self._workers, hasher):
+                task.cancel()
+            await asyncio.gather(*self._workers, hasher, return_exceptions=True)
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _fetch_all(self) -> None:
+        plan = self.download.plan
+        first = plan.claim()
+        if first is None:
+            return  # an empty blob
+        # With parallel_after_s 0 ranged parts start at once: the first request is ranged too.
+        self._spawn(first, open_ended=self.options.parallel_after_s > 0)
+        self._expand()
+        while self._workers:
+            done, _ = await asyncio.wait(
+                self._workers, timeout=EXPAND_EVERY_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                self._workers.discard(task)
+                task.result()  # a part that gave up fails the download
+            if plan.complete:
+                # Every byte is in. A response still open (a first GET stalled after its
+                # part, waiting to learn that the next part is taken) has nothing left to
+                # give: run()'s clean-up cancels it.
+                return
+            self._expand()
+            if not self._workers and not plan.complete:
+                # Every worker stopped for the window while parts remain: one goes on.
+                part = plan.claim()
+                if part is not None:
+                    self._spawn(part, open_ended=False)
+
+    def _spawn(self, part: Part, *, open_ended: bool) -> None:
+        task = asyncio.create_task(self._worker(part, open_ended))
+        self._workers.add(task)
+        self.most_connections = max(self.most_connections, len(self._workers))
+
+    def _expand(self) -> None:
+        plan = self.download.plan
+        want = min(self.options.connections_per_blob - len(self._workers), plan.unclaimed())
+        if want <= 0 or not self._worth_more():
+            return
+        for _ in range(self.chooser.current().window.grant(want)):
+            part = plan.claim()
+            if part is None:
+                return
+            self._spawn(part, open_ended=False)
+
+    def _worth_more(self) -> bool:
+        """Whether the connections running would take longer than ``parallel_after_s`` for
+        what is left, at the rate they have shown since the first byte."""
+        if self.options.parallel_after_s <= 0:
+            return True
+        if self._first_byte_at is None:
+            return False
+        elapsed = time.monotonic() - self._first_byte_at
+        if elapsed < MIN_SAMPLE_S:
+            return False
+        plan = self.download.plan
+        rate = plan.written / elapsed
+        return rate <= 0 or (plan.size - plan.written) / rate > self.options.parallel_after_s
+
+    async def _worker(self, part: Part | None, open_ended: bool) -> None:
+        plan = self.download.plan
+        while part is not None:
+            await self._fetch_part(part, open_ended)
+            open_ended = False
+            if self.chooser.current().window.over() and len(self._workers) > 1:
+                return  # the window shrank: this connection stops, the others go on
+            part = plan.claim()
+
+    async def _fetch_part(self, part: Part, open_ended: bool) -> None:
+        """Fetch ``part`` (and, on an open-ended response, the free parts after it) to its
+        end, retrying it by itself from where it got to."""
+        plan = self.download.plan
+        lease = _Lease(part)
+        failures = 0
+        try:
+            while not lease.part.done:
+                source = self.chooser.pick(self.download.key)
+                end = None if open_ended and plan.tail_free(lease.part) else lease.part.end
+                try:
+                    await self._request(source, lease, end)
+                except UpstreamUnavailable as exc:
+                    source.breaker.failure()
+                    source.window.throttled()
+                    failures += 1
+                    if failures > self.options.max_resumes:
+                        raise
+                    self.metrics.blob_resumes.inc()
+                    log.warning(
+                        "blob part interrupted; resuming",
+                        extra={
+                            "digest": self.download.key,
+                            "offset": lease.part.pos,
+                            "part": lease.part.index,
+                            "source": source.name,
+                            "resume": failures,
+                            "error": str(exc)[:200],
+                        },
+                    )
+                    await asyncio.sleep(self.options.retry.backoff(failures - 1))
+                    continue
+                except StorageError:
+                    source.breaker.failure()
+                    raise
+                source.breaker.success()
+        finally:
+            plan.release(lease.part)
+
+    async def _request(self, source: BlobSource, lease: _Lease, end: int | None) -> None:
+        """One GET from ``lease.part.pos`` to ``end`` (None: the blob's end, running on into
+        free parts, which ``lease`` then holds). Raises UpstreamUnavailable when it ends
+        short of the part's end."""
+        download, window = self.download, source.window
+        part = lease.part
+        window.opened()
+        self.requests += 1
+        self.sources.add(source.name)
+        self.metrics.observe_download_request(source.name, ranged=part.pos > 0 or end is not None)
+        try:
+            async with closing(source.open(self.repo, download.digest, part.pos, end)) as chunks:
+                async for chunk in chunks:
+                    if self._first_byte_at is None:
+                        self._first_byte_at = time.monotonic()
+                    window.received(len(chunk))
+                    self.metrics.upstream_bytes(source.name, len(chunk))
+                    more = self._store(lease, chunk, open_ended=end is None)
+                    if not more and end is None:
+                        # Done, and the next part is someone else's: stop reading (a ranged
+                        # response instead ends by itself, and its connection is reused).
+                        return
+        except NotFound as exc:
+            # The blob was there a moment ago (its size was read): a transient answer.
+            raise UpstreamUnavailable(download.key, f"{source.name}: {exc}") from exc
+        finally:
+            window.closed()
+        if not lease.part.done:
+            raise UpstreamUnavailable(
+                download.key,
+                f"{source.name}: short read at {lease.part.pos} of part {lease.part.index}",
+            )
+
+    def _store(self, lease: _Lease, chunk: bytes, *, open_ended: bool) -> bool:
+        """Write ``chunk`` at the leased part's position. An open-ended response runs on into
+        the next part while that part is free (the lease moves to it); False when the
+        response must stop here (its part is done and the rest is not ours)."""
+        plan, view = self.download.plan, memoryview(chunk)
+        part = lease.part
+        while view:
+            if part.done:
+                nxt = plan.claim_next(part) if open_ended else None
+                if nxt is None:
+                    if open_ended and part.index == len(plan.parts) - 1:
+                        raise IntegrityError(
+                            self.download.key, "source sent more bytes than the blob's size"
+                        )
+                    return False
+                plan.release(part)
+                part = lease.part = nxt
+            n = min(len(view), part.remaining)
+            piece = view[:n]
+            written = 0
+            while written < n:
+                written += os.pwrite(self.fd, piece[written:], part.pos + written)
+            self.download.wrote(part, n)
+            view = view[n:]
+        return open_ended or not part.done
+
+    # -- verification ---------------------------------------------------------------------
+
+    async def _hash(self) -> None:
+        """Hash the prefix as it becomes contiguous, in order, off the event loop; then
+        compare the whole with the digest."""
+        download = self.download
+        plan, size = download.plan, download.size
+        h = hashlib.new(download.digest.algorithm)
+        rfd = os.open(download.temp_path, os.O_RDONLY)
+        hashed = flushed = 0
+        try:
+            while hashed < size:
+                ready = plan.watermark - hashed
+                if ready < HASH_LEAST and plan.watermark < size:
+                    await download.changed()
+                    continue
+                n = min(ready, HASH_MOST)
+                flush = plan.written - flushed >= FLUSH_EVERY
+                if flush:
+                    flushed = plan.written
+                await asyncio.to_thread(self._hash_and_flush, h, rfd, hashed, n, flush)
+                hashed += n
+        finally:
+            os.close(rfd)
+        if h.hexdigest() != download.digest.hex:
+            raise IntegrityError(download.key, f"content does not match {download.digest}")
+
+    def _hash_and_flush(self, h: hashlib._Hash, rfd: int, offset: int, n: int, flush: bool) -> None:
+        _hash_span(h, rfd, offset, n)
+        if flush:
+            os.fdatasync(self.fd)

@@ -1,0 +1,131 @@
+"""ConnectionWindow: grows while connections each get their share, shrinks when they stop
+adding throughput or the source throttles. Time is moved, never slept."""
+
+from __future__ import annotations
+
+import pytest
+
+from regsidecar.pull.window import ConnectionWindow
+
+MB = 1_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def run(w: ConnectionWindow, clock: Clock, conns: int, per_conn: float, seconds: float) -> None:
+    """Hold ``conns`` connections open for ``seconds``, each receiving ``per_conn`` bytes/s,
+    in 0.1 s steps (asking for one more than the limit each step, as a busy host does)."""
+    while w.in_flight < conns:
+        w.opened()
+    while w.in_flight > conns:
+        w.closed()
+    for _ in range(round(seconds / 0.1)):
+        clock.t += 0.1
+        w.received(int(conns * per_conn * 0.1))
+        w.grant(w.limit + 1)
+
+
+def test_grant_is_bounded_by_the_limit_and_the_connections_open() -> None:
+    clock = Clock()
+    w = ConnectionWindow(8, initial=4, now=clock)
+    assert w.grant(3) == 3
+    for _ in range(3):
+        w.opened()
+    assert w.grant(3) == 1
+    w.closed()
+    assert w.grant(5) == 2
+
+
+def test_grows_while_every_connection_gets_what_one_gets_alone() -> None:
+    """Each connection capped at 40 MB/s by the source (S3's per-connection limit), no
+    shared bottleneck: the window opens up to its maximum."""
+    clock = Clock()
+    w = ConnectionWindow(32, initial=4, now=clock)
+    run(w, clock, 1, 40 * MB, 1.0)  # a lone connection shows what one gets
+    for _ in range(20):
+        run(w, clock, w.limit, 40 * MB, 0.5)
+    assert w.limit == 32
+
+
+def test_shrinks_when_more_connections_share_one_bottleneck() -> None:
+    """A 100 MB/s NIC and 40 MB/s per connection: 8 connections get 12.5 MB/s each, so the
+    window falls to about what 100 MB/s is worth (2.5 connections), plus slack and one."""
+    clock = Clock()
+    w = ConnectionWindow(32, initial=8, now=clock)
+    run(w, clock, 1, 40 * MB, 1.0)
+    run(w, clock, 8, 100 * MB / 8, 0.6)
+    assert 3 <= w.limit <= 5
+    assert w.grant(8) == 0 or w.in_flight < w.limit
+
+
+def test_halves_on_throttling_and_never_below_one() -> None:
+    clock = Clock()
+    w = ConnectionWindow(32, initial=16, now=clock)
+    for expected in (8, 4, 2, 1, 1):
+        w.throttled()
+        clock.t += 0.6
+        w.grant(1)
+        assert w.limit == expected
+    assert w.throttles == 5
+
+
+def test_recovers_after_throttling_stops() -> None:
+    clock = Clock()
+    w = ConnectionWindow(16, initial=16, now=clock)
+    w.throttled()
+    clock.t += 0.6
+    w.grant(1)
+    assert w.limit == 8
+    for _ in range(10):
+        run(w, clock, w.limit, 40 * MB, 0.5)
+    assert w.limit == 16
+
+
+def test_a_burst_of_throttles_halves_once_per_interval() -> None:
+    """Every open request refused at the same moment is one signal, not eight."""
+    clock = Clock()
+    w = ConnectionWindow(16, initial=8, now=clock)
+    for _ in range(8):
+        w.throttled()
+    assert w.limit == 4 and w.throttles == 8
+    clock.t += 0.2
+    w.throttled()
+    assert w.limit == 4
+    clock.t += 0.4
+    w.throttled()
+    assert w.limit == 2
+
+
+def test_over_tells_a_worker_to_stop_once_the_limit_fell() -> None:
+    clock = Clock()
+    w = ConnectionWindow(16, initial=4, now=clock)
+    for _ in range(4):
+        w.opened()
+    assert not w.over()
+    w.throttled()
+    clock.t += 0.6
+    assert w.over() and w.limit == 2
+
+
+def test_an_idle_window_does_not_grow() -> None:
+    """Nobody asked for more than the limit: no evidence more would help."""
+    clock = Clock()
+    w = ConnectionWindow(16, initial=4, now=clock)
+    w.opened()
+    for _ in range(10):
+        clock.t += 0.5
+        w.received(20 * MB)
+        w.grant(0)
+    assert w.limit == 4
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_maximum_must_be_positive(bad: int) -> None:
+    with pytest.raises(ValueError):
+        ConnectionWindow(bad)
