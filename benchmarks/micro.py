@@ -8,6 +8,9 @@
                 aiohttp handler (the framework's ceiling).
 3. ``cold``     GET of a cold 256 MiB blob through a freshly started sidecar vs a direct GET
                 of the same S3 object from moto (same aiohttp client), interleaved rounds.
+3b. ``capped``  the same from an S3 stand-in capping each connection at 40 MiB/s (nginx
+                ``limit_rate``): through a fresh sidecar vs one direct GET vs distribution
+                2.8 on the same stand-in (target: the sidecar >= 5x the direct GET).
 4. ``fanout``   100 concurrent cold GETs of one blob through a fresh sidecar: S3 GETs of the
                 blob's data counted in moto's log (target 1), every body sha256-verified.
 5. ``rss``      peak RSS of regsidecar while 50 clients stream cold 256 MiB blobs
@@ -42,6 +45,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from benchmarks.capped import bench_capped
 from benchmarks.coldget import bench_cold, bench_fanout
 from benchmarks.coldstream import bench_rss
 from benchmarks.common import (
@@ -207,6 +211,7 @@ def run(cfg: Config) -> dict[str, Any]:
                 ("blob", bench_blob),
                 ("manifest", bench_manifest),
                 ("cold", bench_cold),
+                ("capped", bench_capped),
                 ("fanout", bench_fanout),
                 ("rss", bench_rss),
                 ("push", bench_push),

@@ -8,7 +8,7 @@ from typing import Any
 from benchmarks.common import Config
 from regsidecar.config import parse_size
 
-BENCHES = ("blob", "manifest", "cold", "fanout", "rss", "push")
+BENCHES = ("blob", "manifest", "cold", "capped", "fanout", "rss", "push")
 
 # (full, --quick) defaults; an explicit flag wins over both
 DEFAULTS: dict[str, tuple[Any, Any]] = {
@@ -16,6 +16,8 @@ DEFAULTS: dict[str, tuple[Any, Any]] = {
     "blob_size": ("16MiB", "1MiB"),
     "rss_blobs": (50, 3),
     "cold_size": ("256MiB", "4MiB"),
+    "capped_size": ("256MiB", "40MiB"),
+    "capped_rate": ("40m", "8m"),
     "fanout_size": ("64MiB", "2MiB"),
     "rss_size": ("256MiB", "8MiB"),
     "push_mib": (256, 4),
@@ -35,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Measure regsidecar against peers in one run on this machine: cache-hit blob GET "
             "(vs nginx sendfile and distribution), manifest GET by tag (vs distribution and a "
             "bare aiohttp handler), a cold blob GET through a fresh sidecar (vs a direct S3 GET "
-            "from moto), 100 concurrent cold GETs of one blob (S3 GETs counted), and peak RSS "
+            "from moto), the same from an S3 stand-in that caps each connection as S3 does (vs "
+            "one direct GET and distribution), 100 concurrent cold GETs of one blob (S3 GETs "
+            "counted), and peak RSS "
             "while streaming cold blobs from S3 (moto), and an image push with auth (vs "
             "distribution, each on S3) followed by a promotion. "
             "Prints a Markdown table; hey, nginx, docker-registry and moto_server must be on "
@@ -104,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--cold-size",
         metavar="SIZE",
         help="size of the blob of the cold GET benchmark (default 256MiB; --quick 4MiB)",
+    )
+    p.add_argument(
+        "--capped-size",
+        metavar="SIZE",
+        help="size of the cold blob read from the per-connection-capped S3 stand-in "
+        "(default 256MiB; --quick 40MiB)",
+    )
+    p.add_argument(
+        "--capped-rate",
+        metavar="RATE",
+        help="the stand-in's cap per connection, an nginx limit_rate such as 40m (MiB/s) "
+        "(default 40m; --quick 8m)",
     )
     p.add_argument(
         "--fanout-clients",
@@ -178,6 +194,8 @@ def resolve(args: argparse.Namespace) -> Config:
         blob_concurrency=args.blob_concurrency,
         manifest_concurrency=args.manifest_concurrency,
         cold_size=parse_size(pick("cold_size")),
+        capped_size=parse_size(pick("capped_size")),
+        capped_rate=str(pick("capped_rate")),
         fanout_clients=args.fanout_clients,
         fanout_size=parse_size(pick("fanout_size")),
         rss_blobs=int(pick("rss_blobs")),

@@ -20,6 +20,7 @@ key upper-cased with ``.`` as ``_``::
       deadline_s: 30                        REGSIDECAR_RETRY_DEADLINE_S
     download:
       part_bytes: 16MiB                     REGSIDECAR_DOWNLOAD_PART_BYTES
+      max_parts_per_blob: 16                REGSIDECAR_DOWNLOAD_MAX_PARTS_PER_BLOB
       connections_per_blob: 8               REGSIDECAR_DOWNLOAD_CONNECTIONS_PER_BLOB
       max_connections: 32                   REGSIDECAR_DOWNLOAD_MAX_CONNECTIONS
       parallel_after_s: 0.5                 REGSIDECAR_DOWNLOAD_PARALLEL_AFTER_S
@@ -200,12 +201,16 @@ class DownloadSettings(_Model):
 
     A download starts as one GET of the whole blob. When that one connection would take more
     than ``parallel_after_s`` for the rest, the rest is fetched as ranged GETs of
-    ``part_bytes`` (or the object's own multipart part size, when its ETag tells it), in
-    order, written at their offsets, at most ``connections_per_blob`` at once; all downloads
-    of this host together hold at most ``max_connections`` to one source, a window that
-    shrinks when more connections stop adding throughput or the source throttles."""
+    ``part_bytes`` (or the object's own multipart part size, when its ETag tells it; larger
+    for a blob that would need more than ``max_parts_per_blob`` parts), in order, written at
+    their offsets, at most ``connections_per_blob`` at once; all downloads of this host
+    together hold at most ``max_connections`` to one source, a window that shrinks when more
+    connections stop adding throughput or the source throttles."""
 
     part_bytes: ByteSize = 16 * 1024**2
+    # Larger blobs get larger parts: no blob takes more GETs than this (a fleet's GETs of one
+    # blob all land on one S3 prefix, ~5,500 GET/s); 0 = no bound.
+    max_parts_per_blob: int = Field(16, ge=0)
     connections_per_blob: int = Field(8, ge=1, le=64)  # 1 = one connection per blob
     max_connections: int = Field(32, ge=1, le=1024)  # per source, every download together
     parallel_after_s: float = Field(0.5, ge=0)  # 0 = ranged parts from the start

@@ -35,7 +35,7 @@ def test_micro_quick_runs_every_benchmark_and_writes_json(tmp_path: Path) -> Non
     )
     assert cp.returncode == 0, cp.stderr[-4000:]
     results = json.loads(out.read_text())
-    assert {"meta", "blob", "manifest", "cold", "fanout", "rss"} <= results.keys()
+    assert {"meta", "blob", "manifest", "cold", "capped", "fanout", "rss"} <= results.keys()
     for bench in ("blob", "manifest"):
         for row in results[bench]["rows"]:
             assert row["req_s"] > 0 and row["bad"] == 0, row
@@ -57,12 +57,22 @@ def test_micro_quick_runs_every_benchmark_and_writes_json(tmp_path: Path) -> Non
     assert via["x_cache"] == "miss" and via["s3_data_gets"] == 1
     assert cold["ratio"] == round(via["seconds"] / direct["seconds"], 3)
     assert "| cold GET: through regsidecar / direct S3 GET (median s) |" in cp.stdout
+    # capped: the three paths over the per-connection-capped stand-in, every body verified;
+    # one GET direct, ranged parts through the sidecar (40 MiB at 8 MiB/s: worth it)
+    capped = results["capped"]
+    assert capped["verified_ok"] == capped["gets"] == 3
+    [direct], [via] = capped["direct"], capped["sidecar"]
+    assert direct["s3_data_gets"] == 1 and direct["s3_ranged_gets"] == 0
+    assert via["s3_ranged_gets"] >= 2 and via["parts"] == 3
+    assert capped["speedup_vs_direct"] > 1.5
+    assert "| capped S3: direct single GET / through regsidecar (median s) |" in cp.stdout
     # fanout: 100 concurrent cold GETs, one S3 GET of the data, every body verified
     fan = results["fanout"]
     assert fan["clients"] == fan["verified_ok"] == 100
     assert fan["s3_data_gets"] == 1 and fan["s3_requests"]["GET blob data"] == 1
     assert fan["cache_files_after"] == 1 and fan["temp_files_after"] == 0
-    assert "| S3 GETs of the blob's data (target 1) | 1 (met) |" in cp.stdout
+    # 2 MiB is one 16 MiB part: one GET at most
+    assert "| S3 GETs of the blob's data (target: at most one per part, 1) | 1 (met) |" in cp.stdout
     assert "| ratio | measured | target | verdict |" in cp.stdout
     # every temp dir the run made (under our TMPDIR) is gone again
     assert sorted(p.name for p in tmp_path.iterdir()) == ["micro.json"]

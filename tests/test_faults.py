@@ -170,7 +170,8 @@ def test_faultproxy_forwards_verbatim(moto: MotoServer, bucket: str, proxy: Faul
     assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(data)
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
 
-    log = proxy.requests()
+    # The client has its last byte before the proxy's handler records the end: wait for it.
+    log = proxy.wait_for(lambda reqs: all(r.finished is not None for r in reqs))
     assert [(r.method, r.status) for r in log] == [
         ("PUT", 200),
         ("GET", 200),

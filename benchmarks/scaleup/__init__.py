@@ -14,9 +14,11 @@ from /proc/stat, CPU seconds per role) and all-ready against the caps' ideal. Mo
 * ``netns``   -- the namespaces, bridge, veths and tbf caps; the address plan; stale clean-up
 * ``procs``   -- processes inside the namespaces, tracked and stopped by PID; bounded jobs
 * ``servers`` -- moto (seeded from inside its namespace), distribution, one sidecar per host
+* ``capped``  -- ``--s3-conn-mbit``: nginx capping each S3 connection, in the S3 namespace
+* ``params``  -- every parameter, the scenarios and the sidecar settings of each
 * ``run``     -- one sweep: per N and scenario, start servers, pull from every host, measure
 * ``cpu``     -- whole-machine CPU share from /proc/stat during each pull phase
-* ``report``  -- Markdown table, targets, plots
+* ``report``, ``ideal`` -- Markdown table, targets, plots; what the caps alone allow
 * ``probe``, ``seed`` -- small programs run *inside* a namespace (readiness, bucket seeding)
 * ``model``   -- the analytic model (separate)
 """

@@ -29,7 +29,14 @@ from benchmarks.scaleup.netns import (
     available,
     congestion_controls,
 )
-from benchmarks.scaleup.run import MIB, SCENARIOS, Params, Sweep, log, machine
+from benchmarks.scaleup.params import (
+    DEFAULT_SCENARIOS,
+    MIB,
+    SCENARIOS,
+    SIDECAR_SCENARIOS,
+    Params,
+)
+from benchmarks.scaleup.run import Sweep, log, machine
 
 #: (full, --quick) defaults; an explicit flag wins over both.
 DEFAULTS: dict[str, tuple[Any, Any]] = {
@@ -49,16 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks.scaleup",
         description="Simulate N hosts (network namespaces with tbf bandwidth caps) pulling "
         "one image at once: (central) all from one distribution registry, (sidecar) each "
-        "through its own regsidecar on the shared S3 bucket (moto), (warmed) the same after "
-        "regsidecar warm. Needs root, iproute2, docker-registry and moto_server. Run from the "
-        "repository root.",
+        "through its own regsidecar on the shared S3 bucket (moto, or with --s3-conn-mbit "
+        "nginx capping each connection as S3 does), (single) the same with one connection per "
+        "blob, (warmed) the same after regsidecar warm. Needs root, iproute2, docker-registry "
+        "and moto_server (or nginx). Run from the repository root.",
     )
     p.add_argument("--ns", metavar="LIST", help="numbers of hosts (default 1,5,10,20,40)")
     p.add_argument(
         "--scenarios",
         metavar="LIST",
-        default=",".join(SCENARIOS),
-        help=f"subset of {','.join(SCENARIOS)} (default: all, in that order)",
+        default=",".join(DEFAULT_SCENARIOS),
+        help=f"which of {','.join(SCENARIOS)} to run, in the order given (default "
+        f"{','.join(DEFAULT_SCENARIOS)}; single: sidecars with one connection per blob)",
     )
     p.add_argument("--image-mib", type=float, metavar="MIB", help="image size (default 50)")
     p.add_argument("--layers", type=int, metavar="N", help="layers of the image (default 5)")
@@ -79,6 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="MBIT",
         help="cap on S3's upload too (default: none, S3 scales out)",
+    )
+    p.add_argument(
+        "--s3-conn-mbit",
+        type=float,
+        metavar="MBIT",
+        help="serve the bucket with nginx capping each S3 connection at MBIT Mbit/s, as real "
+        "S3 caps each at ~85-90 MB/s (default: moto, uncapped per connection)",
+    )
+    p.add_argument(
+        "--part-mib",
+        type=float,
+        metavar="MIB",
+        help="the sidecars' ranged-GET part size, REGSIDECAR_DOWNLOAD_PART_BYTES (default: "
+        "regsidecar's, 16 MiB; a scaled-down image needs smaller parts to have any)",
+    )
+    p.add_argument(
+        "--parallel-after-s",
+        type=float,
+        metavar="SECONDS",
+        help="the sidecars' REGSIDECAR_DOWNLOAD_PARALLEL_AFTER_S: go parallel when one "
+        "connection would take longer for the rest (default: regsidecar's, 0.5)",
     )
     p.add_argument(
         "--concurrency", type=int, default=3, metavar="N", help="blobs at once per pull (3)"
@@ -162,15 +192,21 @@ def resolve(args: argparse.Namespace) -> Params:
     for name in ("host_mbit", "central_mbit", "timeout"):
         if not float(get(name)) > 0:
             raise SystemExit(f"scaleup: --{name.replace('_', '-')} must be positive")
-    if args.s3_mbit is not None and not args.s3_mbit > 0:
-        raise SystemExit("scaleup: --s3-mbit must be positive")
+    for flag in ("s3_mbit", "s3_conn_mbit", "part_mib"):
+        value = getattr(args, flag)
+        if value is not None and not value > 0:
+            raise SystemExit(f"scaleup: --{flag.replace('_', '-')} must be positive")
+    if args.s3_conn_mbit is not None and args.s3_conn_mbit * 1e6 / 8 < 1:
+        raise SystemExit("scaleup: --s3-conn-mbit is under 1 byte/s")
+    if args.parallel_after_s is not None and not args.parallel_after_s >= 0:
+        raise SystemExit("scaleup: --parallel-after-s must be 0 or more")
     if args.concurrency < 1 or args.start_parallel < 1:
         raise SystemExit("scaleup: --concurrency and --start-parallel must be at least 1")
     if not MIN_MTU <= args.mtu <= MAX_MTU:
         raise SystemExit(f"scaleup: --mtu must be within {MIN_MTU}..{MAX_MTU}")
     if ":" not in args.image:
         raise SystemExit("scaleup: --image must be REPO:TAG")
-    return Params(
+    params = Params(
         ns=_int_list(str(get("ns")), "--ns"),
         scenarios=scenarios,
         image_bytes=image_bytes,
@@ -186,7 +222,16 @@ def resolve(args: argparse.Namespace) -> Params:
         idle_wait_s=float(get("idle_wait")),
         mtu=args.mtu,
         congestion_control=args.congestion_control,
+        s3_conn_mbit=args.s3_conn_mbit,
+        part_mib=args.part_mib,
+        parallel_after_s=args.parallel_after_s,
     )
+    for scenario in SIDECAR_SCENARIOS:
+        try:
+            params.sidecar_download(scenario)
+        except ValueError as exc:
+            raise SystemExit(f"scaleup: the sidecars would refuse these settings: {exc}") from None
+    return params
 
 
 class Interrupted(BaseException):

@@ -7,9 +7,14 @@ extrapolates them with stated real-world parameters. Symbols (bytes, seconds, by
     central:  T(N) = t0 + max(N·S / B_central, S / B_host)
               every byte crosses the registry's NIC, shared by all hosts; one host alone is
               bounded by its own NIC
-    sidecar:  T(N) = t1 + S / B_host_s3 + N·R / Q_s3
-              every host reads S3 through its own NIC (B_host_s3 = min(B_host, per-host S3
-              throughput)); the hosts' requests share the backend's request rate Q_s3
+    sidecar:  T(N) = t1 + max(S / B_host_s3, N·R_key / Q_s3)
+              every host reads S3 through its own NIC: B_host_s3 = min(B_host, C · B_conn),
+              C the connections a host holds (docker's parallel layers x connections per
+              blob, at most the window), B_conn S3's per-connection throughput; every host's
+              GETs of one blob land on that blob's S3 prefix, whose request rate is Q_s3:
+              R_key = 1 HEAD + the blob's parts (ranged GETs). Transfer and requests overlap
+              (a host's parts stream while others' requests are answered), hence max; their
+              sum is the bound if they did not overlap at all
 
 Fits (least squares): ``B_central`` and ``t0`` on the "central" points (all-ready time), with
 ``B_host`` known from the run's parameters; ``B_host_s3`` on the "sidecar" points with ``t1``
@@ -29,6 +34,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from regsidecar.pull.parts import choose_part_bytes
 
 GIB = 1024**3
 MBIT = 1e6 / 8  # bytes/s in one Mbit/s
@@ -50,18 +57,47 @@ KRAKEN: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class RealWorld:
-    """Stated real-world parameters of the extrapolation (sources in ``SOURCES``)."""
+    """Stated real-world parameters of the extrapolation (sources in ``SOURCES``); the
+    download settings are regsidecar's defaults (``DownloadSettings``)."""
 
     central_bytes_s: float = 10_000 * MBIT  # 10 Gbit/s registry NIC
     host_bytes_s: float = 5_000 * MBIT  # 5 Gbit/s host NIC
     s3_conn_bytes_s: float = 90e6  # AWS: one request per 85-90 MB/s of throughput
     parallel_downloads: int = 3  # dockerd max-concurrent-downloads default
     s3_get_per_s: float = 5500.0  # AWS: GET/HEAD per second per partitioned prefix
+    connections_per_blob: int = 8  # download.connections_per_blob (1: one GET per blob)
+    max_connections: int = 32  # download.max_connections (per source, per host)
+    part_bytes: int = 16 * 2**20  # download.part_bytes
+    max_parts_per_blob: int = 16  # download.max_parts_per_blob
+
+    def connections(self, layers: int) -> int:
+        """S3 connections one host holds: docker's parallel layer downloads, each over up
+        to ``connections_per_blob``, within the window's ``max_connections``."""
+        blobs = max(1, min(self.parallel_downloads, layers))
+        return max(1, min(self.max_connections, blobs * self.connections_per_blob))
 
     def s3_host_bytes_s(self, layers: int) -> float:
-        """One connection per layer download, at most ``parallel_downloads`` at once."""
-        conns = max(1, min(self.parallel_downloads, layers))
-        return min(self.host_bytes_s, conns * self.s3_conn_bytes_s)
+        return min(self.host_bytes_s, self.connections(layers) * self.s3_conn_bytes_s)
+
+    def host_bound(self, layers: int) -> str:
+        """Which limit sets B_host_s3."""
+        if self.connections(layers) * self.s3_conn_bytes_s >= self.host_bytes_s:
+            return "host NIC"
+        return "S3 per-connection throughput"
+
+    def parts(self, blob_bytes: float) -> int:
+        """Ranged GETs of one blob (one plain GET when a blob gets one connection)."""
+        if self.connections_per_blob <= 1 or blob_bytes <= 0:
+            return 1
+        part = choose_part_bytes(
+            int(blob_bytes), self.part_bytes, None, max_parts=self.max_parts_per_blob
+        )
+        return max(1, math.ceil(blob_bytes / part))
+
+    def key_requests(self, size: float, layers: int) -> int:
+        """Requests of one host on the busiest S3 prefix: a layer's data key (1 HEAD and its
+        parts; layers assumed equal)."""
+        return 1 + self.parts(size / max(1, layers))
 
 
 SOURCES = {
@@ -101,11 +137,17 @@ class CentralModel:
 class SidecarModel:
     t1_s: float
     b_host_s3: float  # bytes/s each host gets from S3
-    requests: float  # R, per pull
-    q_s3: float  # backend requests per second
+    requests: float  # R_key: a host's requests on the busiest S3 prefix
+    q_s3: float  # backend requests per second per prefix
+
+    def transfer_s(self, size: float) -> float:
+        return size / self.b_host_s3
+
+    def requests_s(self, n: int) -> float:
+        return n * self.requests / self.q_s3
 
     def time(self, n: int, size: float) -> float:
-        return self.t1_s + size / self.b_host_s3 + n * self.requests / self.q_s3
+        return self.t1_s + max(self.transfer_s(size), self.requests_s(n))
 
 
 @dataclass(frozen=True)
@@ -175,11 +217,12 @@ def fit_central(points: Sequence[Point], size: float, b_host: float | None) -> F
 def fit_sidecar(
     points: Sequence[Point], size: float, t1_s: float, requests: float, q_s3: float
 ) -> Fit:
-    """Fit ``B_host_s3`` of ``T = t1 + S/B_host_s3 + N·R/Q_s3`` with ``t1``, R and Q given."""
+    """Fit ``B_host_s3`` of ``T = t1 + max(S/B_host_s3, N·R_key/Q_s3)`` with ``t1``, R_key
+    and Q given (in the rig the request term is far below the transfer term)."""
     if not points:
         raise ValueError("no sidecar points to fit")
     # t1 fixed: S / B is the mean of what is left of each point
-    x = max(0.0, statistics.fmean(p.seconds - p.n * requests / q_s3 - t1_s for p in points))
+    x = max(0.0, statistics.fmean(p.seconds - t1_s for p in points))
     x /= size
     model = SidecarModel(t1_s, 1 / x if x > 0 else math.inf, requests, q_s3)
     return _fit(model, size, points, ())
@@ -204,6 +247,15 @@ class Row:
     sidecar_s: float
     sidecar_transfer_s: float
     sidecar_requests_s: float
+    sidecar_bound: str = ""
+    connections: int = 0  # per host
+    parts: int = 0  # ranged GETs per layer
+    key_requests: int = 0  # R_key
+
+    @property
+    def sidecar_sum_s(self) -> float:
+        """The bound if transfer and requests did not overlap at all."""
+        return self.sidecar_s + min(self.sidecar_transfer_s, self.sidecar_requests_s)
 
 
 @dataclass
@@ -293,11 +345,11 @@ def extrapolate(
 ) -> Row:
     """Both models at ``n`` hosts with the real-world bandwidths (times the efficiencies)."""
     central = CentralModel(t0_s, real.central_bytes_s * eff_central, real.host_bytes_s * eff_host)
-    sidecar = SidecarModel(
-        t1_s, real.s3_host_bytes_s(layers) * eff_host, requests, real.s3_get_per_s
-    )
+    key = real.key_requests(size, layers)
+    sidecar = SidecarModel(t1_s, real.s3_host_bytes_s(layers) * eff_host, key, real.s3_get_per_s)
     assert central.b_host is not None
     nic = n * size / central.b_central >= size / central.b_host
+    transfer, reqs = sidecar.transfer_s(size), sidecar.requests_s(n)
     return Row(
         n=n,
         size=size,
@@ -305,8 +357,12 @@ def extrapolate(
         central_s=central.time(n, size),
         central_bound="registry NIC" if nic else "host NIC",
         sidecar_s=sidecar.time(n, size),
-        sidecar_transfer_s=size / sidecar.b_host_s3,
-        sidecar_requests_s=n * requests / real.s3_get_per_s,
+        sidecar_transfer_s=transfer,
+        sidecar_requests_s=reqs,
+        sidecar_bound=real.host_bound(layers) if transfer >= reqs else "S3 requests per prefix",
+        connections=real.connections(layers),
+        parts=real.parts(size / max(1, layers)),
+        key_requests=key,
     )
 
 
@@ -408,10 +464,15 @@ def render(a: Analysis, params: Mapping[str, Any]) -> str:
     out = [
         "```",
         "central:  T(N) = t0 + max(N·S / B_central, S / B_host)",
-        "sidecar:  T(N) = t1 + S / B_host_s3 + N·R / Q_s3",
+        "sidecar:  T(N) = t1 + max(S / B_host_s3, N·R_key / Q_s3)",
+        "          B_host_s3 = min(B_host, C·B_conn)   C = min(window, layers in flight x "
+        "connections per blob)",
+        "          R_key = 1 HEAD + parts of one layer (its GETs, all on its S3 prefix)",
         "```",
         "",
-        "S image bytes, N hosts pulling at once, T the time until every host has the image.",
+        "S image bytes, N hosts pulling at once, T the time until every host has the image. "
+        "Transfer and requests overlap (hosts stream parts while S3 answers others' "
+        "requests), hence max; their sum is shown too, as the bound if they did not overlap.",
         "Kinds: **measured** (this rig or a cited publication), **stated** (an input of the "
         "model or of the run), **modelled** (fitted to measured points, or computed by the "
         "model).",
@@ -472,11 +533,12 @@ def render(a: Analysis, params: Mapping[str, Any]) -> str:
         "",
         "**Extrapolation (every number modelled).** Stated parameters: central registry NIC "
         f"{_mbit(r.central_bytes_s)}, host NIC {_mbit(r.host_bytes_s)}, S3 "
-        f"{r.s3_conn_bytes_s / 1e6:g} MB/s per connection with docker's "
-        f"{r.parallel_downloads} parallel layer downloads (per host "
-        f"min(host NIC, min({r.parallel_downloads}, layers) x {r.s3_conn_bytes_s / 1e6:g} MB/s)),"
-        f" Q_s3 = {r.s3_get_per_s:,.0f} GET/s (one partitioned prefix: every host reads the "
-        f"same keys), R = {a.requests:,.1f} requests per pull; "
+        f"{r.s3_conn_bytes_s / 1e6:g} MB/s per connection (B_conn), docker's "
+        f"{r.parallel_downloads} parallel layer downloads, regsidecar's download defaults "
+        f"({r.connections_per_blob} connections per blob, window {r.max_connections}, parts "
+        f"of {r.part_bytes / 2**20:g} MiB, at most {r.max_parts_per_blob} per blob), "
+        f"Q_s3 = {r.s3_get_per_s:,.0f} GET/s per prefix (each layer's data key is one "
+        "prefix: every host reads the same key); "
         + (
             f"t0 = {_s(a.t0_s)}, t1 = {_s(a.t1_s)} and the bandwidth efficiencies "
             f"({100 * a.eff_central:.0f}% central, {100 * a.eff_host:.0f}% host) from the fits "
@@ -487,22 +549,25 @@ def render(a: Analysis, params: Mapping[str, Any]) -> str:
         + ". Layers are assumed equal in size.",
         "",
         "| hosts | image | central: all ready | central bound by | sidecar: all ready "
-        "| sidecar: S / B_host_s3 + N·R / Q_s3 | central / sidecar |",
-        "|--:|---|--:|---|--:|---|--:|",
+        "| sidecar: S / B_host_s3, N·R_key / Q_s3 | sidecar bound by | sum (no overlap) "
+        "| central / sidecar |",
+        "|--:|---|--:|---|--:|---|---|--:|--:|",
     ]
     out += [_row_md(row) for row in a.rows]
-    data_gets = a.layers + 2  # manifest, config, layers
     out += [
         "",
-        f"The request term N·R / Q_s3 puts every request of every host on one S3 partition at "
-        f"{r.s3_get_per_s:,.0f} GET/s (a hot image's keys share a prefix); S3 splits a prefix "
-        "that stays busy (answering 503 SlowDown meanwhile, which the sidecar retries), so this "
-        f"is the pessimistic case. Of R = {requests_per_pull(a.layers)} requests of a cold pull "
-        f"of {a.layers} layers, {data_gets} fetch data; the rest are repository link checks and "
-        "size HEADs.",
+        "R_key counts one host's requests on one layer's data key, where all hosts meet: its "
+        "size HEAD and its parts (the other requests of a pull, tag and repository links, go "
+        "to other prefixes). S3 splits a prefix that stays busy (answering 503 SlowDown "
+        "meanwhile, which shrinks the sidecars' windows and is retried), so one prefix per key "
+        "is the pessimistic case.",
     ]
     if a.kraken is not None:
         k = a.kraken
+        one = a.real.__class__(**{**a.real.__dict__, "connections_per_blob": 1})
+        single = extrapolate(
+            k.n, k.size, k.layers, a.requests, one, a.t0_s, a.t1_s, a.eff_central, a.eff_host
+        )
         out += [
             "",
             f"**Compared with Kraken** (Uber's P2P registry; {KRAKEN['source']}): a 3G image "
@@ -514,16 +579,28 @@ def render(a: Analysis, params: Mapping[str, Any]) -> str:
             "|---|--:|---|--:|--:|--:|--:|---|",
             f"| Kraken | 2,600 | 3G, 2 layers | {_s(KRAKEN['p50_s'])} | {_s(KRAKEN['p99_s'])} "
             f"| {_s(KRAKEN['p999_s'])} | - | measured (published by Uber) |",
-            f"| regsidecar on S3 | 2,600 | {_size(k.size)}, 2 layers | - | - | - "
-            f"| {_s(k.sidecar_s)} | modelled ({_s(k.sidecar_transfer_s)} transfer at "
-            f"{_mbit(k.size / k.sidecar_transfer_s)} + {_s(k.sidecar_requests_s)} S3 requests) |",
+            f"| regsidecar on S3, ranged parts | 2,600 | {_size(k.size)}, 2 layers | - | - | - "
+            f"| {_s(k.sidecar_s)} | modelled: bound by {k.sidecar_bound} "
+            f"({_s(k.sidecar_transfer_s)} transfer at {_mbit(k.size / k.sidecar_transfer_s)} "
+            f"over {k.connections} connections; {_s(k.sidecar_requests_s)} of S3 requests: "
+            f"{k.key_requests} per host on each layer's key, {k.parts} parts of "
+            f"{_size(k.size / k.layers / k.parts)}); {_s(k.sidecar_sum_s)} if nothing "
+            "overlapped |",
+            f"| regsidecar on S3, one connection per blob | 2,600 | {_size(k.size)}, 2 layers "
+            f"| - | - | - | {_s(single.sidecar_s)} | modelled: bound by {single.sidecar_bound} "
+            f"({single.connections} connections) |",
             f"| central registry | 2,600 | {_size(k.size)}, 2 layers | - | - | - "
             f"| {_s(k.central_s)} | modelled |",
             "",
-            "With 2 layers docker opens only 2 S3 connections per host (one per layer, each "
-            f"~{r.s3_conn_bytes_s / 1e6:g} MB/s), so the sidecar's transfer term is bounded "
-            "by S3's per-connection throughput, not the host NIC; ranged parallel GETs of one "
-            "blob would lift it towards the NIC.",
+            f"Which limit binds: with ranged parts a host holds {k.connections} S3 connections "
+            f"(2 layers x {a.real.connections_per_blob}), worth "
+            f"{_mbit(k.connections * a.real.s3_conn_bytes_s)}, more than its "
+            f"{_mbit(a.real.host_bytes_s)} NIC, so the NIC sets the transfer term; the S3 "
+            f"request rate of one prefix ({a.real.s3_get_per_s:,.0f} GET/s shared by 2,600 "
+            f"hosts x {k.key_requests} requests) sets "
+            f"{'the all-ready time' if k.sidecar_bound.startswith('S3 requests') else 'less'}"
+            ". That term grows with N: S3 alone cannot keep a fleet of any size flat; fetching "
+            "each part from S3 about once per fleet (peers) removes the N.",
         ]
     return "\n".join(out) + "\n"
 
@@ -542,5 +619,6 @@ def _row_md(row: Row) -> str:
     return (
         f"| {row.n:,} | {_size(row.size)}, {row.layers} layers | {_s(row.central_s)} "
         f"| {row.central_bound} | {_s(row.sidecar_s)} "
-        f"| {_s(row.sidecar_transfer_s)} + {_s(row.sidecar_requests_s)} | {ratio:,.1f}x |"
+        f"| {_s(row.sidecar_transfer_s)}, {_s(row.sidecar_requests_s)} | {row.sidecar_bound} "
+        f"| {_s(row.sidecar_sum_s)} | {ratio:,.1f}x |"
     )

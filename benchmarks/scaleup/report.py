@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.scaleup.ideal import ideal_s, vs_ideal
 from regsidecar.bench.report import plot_cdf, plot_ready_vs_n, ready_times
 
 MIB = 1024 * 1024
@@ -18,6 +19,7 @@ CPU_BOUND_LIMIT = 0.70
 FLAT_LIMIT = 1.3
 SIDECAR_VS_CENTRAL = 0.5
 WARMED_VS_CENTRAL = 0.1
+SIDECAR_VS_SINGLE = 1.0
 #: all-ready within this factor of what the caps allow: TCP/IP headers (~1 % at MTU 9000),
 #: slow start, request round trips and the N clients' start take the rest.
 IDEAL_LIMIT = 1.15
@@ -88,11 +90,25 @@ def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             None if c_a is None else c_a <= WARMED_VS_CENTRAL,
         )
     )
-    side_runs = [*sidecar.values(), *warmed.values()]
+    single = _runs(result, "single")
+    if single:
+        # What parallel ranged GETs buy: the same sidecars with one connection per blob.
+        s_1 = _ratio(_all_ready(sidecar.get(hi)), _all_ready(single.get(hi)))
+        out.append(
+            _check(
+                f"sidecar / single all-ready at N={hi}",
+                s_1,
+                f"< {SIDECAR_VS_SINGLE} (parallel ranged GETs help)",
+                None if s_1 is None else s_1 < SIDECAR_VS_SINGLE,
+            )
+        )
+    side_runs = [*sidecar.values(), *single.values(), *warmed.values()]
     failed = sum(int(r["pull"]["summary"]["failed"]) for r in side_runs)
     out.append(
         _check(
-            "failed pulls, sidecar + warmed (all N)",
+            "failed pulls, sidecar + single + warmed (all N)"
+            if single
+            else "failed pulls, sidecar + warmed (all N)",
             float(failed) if side_runs else None,
             "0",
             None if not side_runs else failed == 0,
@@ -125,28 +141,6 @@ def targets(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def ideal_s(run: Mapping[str, Any], params: Mapping[str, Any]) -> float | None:
-    """The all-ready time the bandwidth caps alone allow (payload only, no TCP/IP headers):
-    a sidecar host's download at the host cap; central, N hosts' bytes through the central
-    cap or one host's through its own cap, whichever is slower. None for warmed (loopback)."""
-    s = run["pull"]["summary"]
-    if not s["clients"]:
-        return None
-    per_host = float(s["bytes"]) / int(s["clients"])
-    host_s = per_host * 8 / (float(params["host_mbit"]) * 1e6)
-    if run["scenario"] == "sidecar":
-        return host_s
-    if run["scenario"] == "central":
-        return max(host_s, float(s["bytes"]) * 8 / (float(params["central_mbit"]) * 1e6))
-    return None
-
-
-def vs_ideal(run: Mapping[str, Any], params: Mapping[str, Any]) -> float | None:
-    """all-ready / ideal (1.0 = exactly as fast as the caps allow)."""
-    ideal, got = ideal_s(run, params), run["pull"]["summary"]["all_ready_s"]
-    return None if ideal is None or got is None or ideal <= 0 else float(got) / ideal
-
-
 def _s(value: float | None, unit: str = " s") -> str:
     return "-" if value is None else f"{value:.2f}{unit}"
 
@@ -157,8 +151,8 @@ def _pct(value: float | None) -> str:
 
 TABLE_HEAD = (
     "| scenario | N | ok | failed | all ready | caps allow | ratio | p50 | p95 | p99 | max "
-    "| S3 GET (blob data) "
-    "| S3 sent | central sent | CPU mean / p90 / max | CPU s: moto / registry / sidecars / "
+    "| S3 GET (blob data; ranged, connections) "
+    "| S3 sent | central sent | CPU mean / p90 / max | CPU s: S3 / registry / sidecars / "
     "pullers | warm-up | wall |\n"
     "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
 )
@@ -181,7 +175,7 @@ def table(result: Mapping[str, Any]) -> str:
             _s(ideal_s(r, params)),
             "-" if ratio is None else f"{ratio:.2f}",
             *(_s(s[k]) for k in ("p50_s", "p95_s", "p99_s", "max_s")),
-            f"{b.get('s3_get', '-')} ({b.get('s3_blob_get', '-')})",
+            _s3_gets(b),
             f"{b['s3_bytes'] / MIB:.1f} MiB" if b.get("s3_bytes") is not None else "-",
             f"{b['central_bytes'] / MIB:.1f} MiB" if b.get("central_bytes") is not None else "-",
             " / ".join(
@@ -189,13 +183,65 @@ def table(result: Mapping[str, Any]) -> str:
                 for k in ("busy_fraction_mean", "busy_fraction_p90", "busy_fraction_max")
             ),
             " / ".join(
-                f"{roles.get(k, 0):.1f}" for k in ("moto", "registry", "sidecars", "pullers")
+                f"{roles.get(k, 0):.1f}"
+                for k in (_s3_role(roles), "registry", "sidecars", "pullers")
             ),
             _s(warm["wall_s"]) if warm else "-",
             _s(r["wall_s"]),
         ]
         rows.append("| " + " | ".join(cells) + " |\n")
     return TABLE_HEAD + "".join(rows)
+
+
+def _s3_gets(backend: Mapping[str, Any]) -> str:
+    """``GETs (blob data)``, with ``; ranged, connections`` when the S3 log knows them."""
+    cell = f"{backend.get('s3_get', '-')} ({backend.get('s3_blob_get', '-')}"
+    if "s3_range_get" in backend:
+        cell += f"; {backend['s3_range_get']}, {backend.get('s3_connections', '-')}"
+    return cell + ")"
+
+
+def _s3_role(roles: Mapping[str, Any]) -> str:
+    """The CPU role of the S3 stand-in: moto, or nginx (with its listing helper)."""
+    return "nginx" if "nginx" in roles else "moto"
+
+
+def s3_line(params: Mapping[str, Any]) -> str:
+    """What served the bucket, as the report's header says it.
+
+    >>> s3_line({"s3": {"server": "nginx", "conn_mbit": 1.0, "limit_rate_bytes": 125000,
+    ...                 "pace_ms": 132, "sendfile_max_chunk_bytes": 16500}})
+    'nginx (tests/rig/cappeds3.py), each connection capped at 1 Mbit/s (limit_rate 125000 B/s, sendfile_max_chunk 16500 B: one write every 132 ms)'
+    """  # noqa: E501
+    s3 = params.get("s3") or {"server": "moto"}
+    if s3.get("server") != "nginx":
+        return "moto, uncapped per connection"
+    return (
+        f"nginx (tests/rig/cappeds3.py), each connection capped at {s3['conn_mbit']:g} Mbit/s "
+        f"(limit_rate {s3['limit_rate_bytes']} B/s, sendfile_max_chunk "
+        f"{s3['sendfile_max_chunk_bytes']} B"
+        + (f": one write every {s3['pace_ms']} ms)" if "pace_ms" in s3 else ")")
+    )
+
+
+def sidecar_lines(params: Mapping[str, Any]) -> list[str]:
+    """One line per sidecar scenario: its ``REGSIDECAR_DOWNLOAD_*`` env and download settings."""
+    out = []
+    envs, downloads = params.get("sidecar_env", {}), params.get("sidecar_download", {})
+    for scenario, download in downloads.items():
+        env = envs.get(scenario, {})
+        given = " ".join(f"`{k}={v}`" for k, v in env.items()) or "no download settings"
+        out.append(
+            f"- {scenario} sidecars: {given}; so parts of {download['part_bytes'] / MIB:g} MiB, "
+            f"{_plural(download['connections_per_blob'], 'connection')} per blob, at most "
+            f"{download['max_connections']} per source, ranged after "
+            f"{download['parallel_after_s']:g} s\n"
+        )
+    return out
+
+
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def targets_table(result: Mapping[str, Any]) -> str:
@@ -222,20 +268,25 @@ def render(result: Mapping[str, Any]) -> str:
         f"timeout {p['timeout_s']:g} s\n",
         f"- host download cap: {tbf.get('host', p['host_mbit'])}\n",
         f"- central registry upload cap: {tbf.get('central', p['central_mbit'])}\n",
-        f"- S3: {tbf.get('s3', 'none')}; subnet {p.get('subnet', '')} (inside the "
-        "simulation's namespaces only)\n",
+        f"- S3: {s3_line(p)}; its egress: {tbf.get('s3', 'none')}; subnet "
+        f"{p.get('subnet', '')} (inside the simulation's namespaces only)\n",
+        *sidecar_lines(p),
         f"- wall time of the whole sweep: {result.get('wall_s', 0):.0f} s\n\n",
     ]
     notes = (
         "\nTimes are from the start signal (every host's puller waits for one file) to the "
         "image pulled and verified. 'S3 sent' / 'central sent' are the bytes the S3 and the "
         "registry namespace put on their link during the pull phase (kernel counters, TCP/IP "
-        "headers included); 'S3 GET' counts the GETs moto logged (of blob data). CPU is the "
+        "headers included); 'S3 GET' counts the GETs the S3 stand-in logged (of blob data; with "
+        "the capped stand-in also those with a Range header and the connections all requests "
+        "came on). CPU is the "
         "whole machine's busy share of all cores from /proc/stat, sampled every 0.5 s during "
         "the pull phase (mean / p90 / max), and the CPU seconds of each role's processes over "
         "the phase. 'caps allow' is the all-ready time the bandwidth caps alone permit for the "
         "bytes pulled (sidecar: one host's bytes at the host cap; central: the slower of that "
-        "and all hosts' bytes at the central cap); 'ratio' = all ready / caps allow, so a value "
+        "and all hosts' bytes at the central cap; with a per-connection S3 cap also the layers, "
+        "concurrency at a time, each over one connection for central and single or "
+        "connections_per_blob for sidecar); 'ratio' = all ready / caps allow, so a value "
         "near 1 says the caps, not the CPUs, set the time. The warmed pull crosses no capped "
         "link (sidecar to puller on loopback): it is CPU-bound by design and pessimistic here, "
         "where 40 hosts share 2 cores.\n"
@@ -262,6 +313,8 @@ def plot(result: Mapping[str, Any], out: Path) -> list[Path]:
             )
     p = result["params"]
     what = f"{p['image_bytes'] / MIB:g} MiB image, hosts {p['host_mbit']:g} Mbit/s"
+    if p.get("s3_conn_mbit"):
+        what += f", S3 {p['s3_conn_mbit']:g} Mbit/s a connection"
     ready_path = out / PLOT_READY_VS_N
     plot_ready_vs_n(series, ready_path, f"Scale-up: {what}, central {p['central_mbit']:g} Mbit/s")
     hi = max((int(r["n"]) for r in result["runs"]), default=0)

@@ -8,8 +8,14 @@ Scenarios (host i pulls ``--image`` with one ``regsidecar bench pull`` client):
   capped at ``central_mbit``; it reads the bucket over the uncapped S3 link);
 * ``sidecar``: from its own ``regsidecar serve`` on 127.0.0.1:5000 in its namespace, started
   with an empty cache, which reads the bucket through the host's capped link;
+* ``single``: as ``sidecar``, but every sidecar fetches a blob over one connection
+  (``REGSIDECAR_DOWNLOAD_CONNECTIONS_PER_BLOB=1``, regsidecar before parallel ranged GETs);
+  with ``--s3-conn-mbit`` it shows what the ranged GETs buy. Not run unless asked for;
 * ``warmed``: as ``sidecar``, but ``regsidecar warm IMAGE`` ran on every host first (a rolling
   deploy pre-pulls before the scale-up); the warm-up is measured apart from the pull.
+
+S3 is moto (uncapped per connection), or with ``s3_conn_mbit`` the capped stand-in of
+``capped.py`` (nginx, each connection capped as S3 caps it).
 
 Every puller starts, sets up, creates its ready file and then waits for one start file;
 the harness creates the start file once all are ready, so all hosts begin within a few ms.
@@ -29,12 +35,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.procstat import status_kib
 from benchmarks.scaleup import servers
+from benchmarks.scaleup.capped import CappedS3Server
 from benchmarks.scaleup.cpu import CpuSampler, wait_idle
 from benchmarks.scaleup.netns import (
     TBF_SENDER_LATENCY_MS,
@@ -45,46 +50,9 @@ from benchmarks.scaleup.netns import (
     run_prefix,
     tbf_for,
 )
+from benchmarks.scaleup.params import MIB, Params
 from benchmarks.scaleup.procs import Procs, Spawned, python_argv
 from regsidecar.bench.report import merge
-
-SCENARIOS = ("central", "sidecar", "warmed")
-MIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Params:
-    """Everything a sweep depends on (all of it goes into ``scaleup.json``)."""
-
-    ns: tuple[int, ...]
-    scenarios: tuple[str, ...]
-    image_bytes: int
-    layers: int
-    host_mbit: float
-    central_mbit: float
-    s3_mbit: float | None
-    concurrency: int
-    timeout_s: float
-    image: str
-    subnet: str
-    start_parallel: int
-    idle_wait_s: float
-    mtu: int
-    congestion_control: str
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ns"] = list(self.ns)
-        d["scenarios"] = list(self.scenarios)
-        d["tbf"] = {
-            "host": tbf_for(self.host_mbit).describe() + " (hub end of each host's veth)",
-            "central": tbf_for(self.central_mbit, TBF_SENDER_LATENCY_MS).describe()
-            + " (registry's own veth egress)",
-            "s3": tbf_for(self.s3_mbit, TBF_SENDER_LATENCY_MS).describe() + " (S3's own egress)"
-            if self.s3_mbit
-            else "none",
-        }
-        return d
 
 
 def log(msg: str) -> None:
@@ -103,7 +71,7 @@ class Sweep:
         self.work = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self.topo: Topology | None = None
         self.procs: Procs | None = None
-        self.s3: servers.S3 | None = None
+        self.s3: servers.S3 | CappedS3Server | None = None
         self.seeded: dict[str, Any] = {}
         self._closed = False
 
@@ -129,10 +97,15 @@ class Sweep:
         logs = self.work / "logs"
         logs.mkdir()
         self.procs = Procs(self.topo, logs)
-        self.s3 = servers.S3(self.topo, self.procs)
+        if p.s3_conn_mbit is not None:
+            self.s3 = CappedS3Server(self.topo, self.procs, self.work / "s3", p.s3_conn_mbit)
+            what = f"nginx, {p.s3_conn_mbit:g} Mbit/s per connection"
+        else:
+            self.s3 = servers.S3(self.topo, self.procs)
+            what = "moto"
         self.s3.start()
         self.seeded = self.s3.seed(p.image, p.image_bytes, p.layers, deadline_s=300)
-        log(f"bucket seeded: {p.image}, {p.image_bytes / MIB:g} MiB in {p.layers} layers")
+        log(f"bucket seeded ({what}): {p.image}, {p.image_bytes / MIB:g} MiB in {p.layers} layers")
 
     def close(self) -> None:
         if self._closed:
@@ -165,7 +138,13 @@ class Sweep:
                 url = f"http://{topo.plan.registry}:{servers.REGISTRY_PORT}"
             else:
                 started += servers.start_sidecars(
-                    topo, procs, hosts, s3.endpoint, run_dir, parallel=p.start_parallel
+                    topo,
+                    procs,
+                    hosts,
+                    s3.endpoint,
+                    run_dir,
+                    parallel=p.start_parallel,
+                    env=p.sidecar_env(scenario),
                 )
                 url = servers.SIDECAR_URL
             setup_s = time.monotonic() - t0
@@ -189,7 +168,8 @@ class Sweep:
         return record
 
     def _keep_logs(self, name: str, pull: dict[str, Any]) -> None:
-        """Copy moto's log and the logs of the hosts whose pull failed for a post-mortem."""
+        """Copy the S3 stand-in's logs, the registry's and those of the hosts whose pull
+        failed, for a post-mortem."""
         if self.failure_logs is None or self.procs is None:
             return
         dest = self.failure_logs / name
@@ -197,7 +177,10 @@ class Sweep:
         failed = {c["client"] for c in pull["clients"] if c.get("error") is not None}
         for path in self.procs.logs.iterdir():
             m = re.search(r"-h(\d+)\.", path.name)
-            if path.name.startswith(("moto", "registry")) or (m and int(m.group(1)) in failed):
+            if path.name.startswith("registry") or (m and int(m.group(1)) in failed):
+                shutil.copy(path, dest / path.name)
+        for path in self.s3.log_files() if self.s3 is not None else []:
+            if path.exists():
                 shutil.copy(path, dest / path.name)
         log(f"logs of the failed pulls copied to {dest}")
 
@@ -209,7 +192,7 @@ class Sweep:
             self.topo, self.procs, hosts, self.params.image, self.params.timeout_s
         )
         wall = time.monotonic() - t0
-        counts = servers.backend_counts(self.s3.since(mark))
+        counts = self.s3.counts(self.s3.since(mark))
         return {
             "wall_s": round(wall, 2),
             "max_s": max(float(s["seconds"]) for s in summaries),
@@ -245,9 +228,10 @@ class Sweep:
             s3_tx = topo.link_bytes(topo.s3)[1]
             reg_tx = topo.link_bytes(topo.registry)[1]
             tcp = {ns: topo.tcp_counters(ns) for ns in (topo.s3, topo.registry)}
-            roles = {
-                role: _pids_of(procs, role) for role in ("moto", "registry", "sidecars", "pullers")
-            }
+            roles: dict[str, Callable[[], list[int]]] = {s3.role: s3.pids}
+            roles.update(
+                (role, _pids_of(procs, role)) for role in ("registry", "sidecars", "pullers")
+            )
             with CpuSampler(roles) as sampler:
                 t0 = time.monotonic()
                 start_file.touch()
@@ -262,12 +246,12 @@ class Sweep:
             for out, sp in zip(outs, pullers, strict=True)
         ]
         merged = merge(results)
-        rss = status_kib(s3.proc.pid, "VmRSS") if s3.proc is not None else None
+        rss = s3.rss_kib()
         return {
             "pull": merged,
             "cpu": {**sampler.summary(), "busy_fraction_before": round(idle, 3)},
             "backend": {
-                **servers.backend_counts(s3.since(mark)),
+                **s3.counts(s3.since(mark)),
                 "s3_bytes": topo.link_bytes(topo.s3)[1] - s3_tx,
                 "central_bytes": topo.link_bytes(topo.registry)[1] - reg_tx,
                 **_tcp_delta("s3", tcp[topo.s3], topo.tcp_counters(topo.s3)),
@@ -283,12 +267,15 @@ class Sweep:
             for scenario in self.params.scenarios:
                 log(f"{scenario} N={n}: starting")
                 record = self.run_one(scenario, n)
-                s = record["pull"]["summary"]
+                s, b = record["pull"]["summary"], record["backend"]
+                ranged = f", {b['s3_range_get']} ranged" if "s3_range_get" in b else ""
                 log(
                     f"{scenario} N={n}: all ready {_fmt(s['all_ready_s'])} s, "
                     f"p50 {_fmt(s['p50_s'])} s, ok {s['ok']}/{s['clients']}, "
-                    f"CPU max {_fmt(record['cpu']['busy_fraction_max'])}, "
-                    f"S3 {record['backend']['s3_bytes'] / MIB:.1f} MiB, wall {record['wall_s']} s"
+                    f"CPU mean {_fmt(record['cpu']['busy_fraction_mean'])} "
+                    f"max {_fmt(record['cpu']['busy_fraction_max'])}, "
+                    f"S3 {b['s3_bytes'] / MIB:.1f} MiB in {b['s3_get']} GETs{ranged}, "
+                    f"wall {record['wall_s']} s"
                 )
                 runs.append(record)
                 if on_run is not None:

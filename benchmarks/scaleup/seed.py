@@ -4,9 +4,15 @@
         --endpoint http://127.0.0.1:9000 --bucket bench --image bench/app:v1 --bytes 52428800 \\
         --layers 5
 
+or, for the capped S3 stand-in (nginx serving a filesystem-driver tree as the bucket, which
+takes no PUTs), straight into that tree (``--store DIR``, no network; ``seed_store``).
+
 Layers are pseudo-random (incompressible, seeded: the same flags give the same digests), as
-a registry:2 push would leave them (``tests/s3tree.py`` ``BucketWriter``). Prints one JSON
-object: the manifest digest, the layer digests and sizes, the total bytes of the image.
+a registry:2 push would leave them (``tests/s3tree.py`` ``BucketWriter``: blob data, the
+``_layers`` links, the manifest's revision link, the tag's current link) plus the tag's
+index link. The keys are ``regsidecar.storage.layout``'s, so the tree under ``--store`` is
+what distribution's filesystem driver would hold. Prints one JSON object: the manifest
+digest, the layer digests and sizes, the total bytes of the image.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 import json
 import random
 import sys
+from pathlib import Path
 from typing import Any
 
 #: The rig's dummy credentials (moto checks no signature).
@@ -50,30 +57,62 @@ def s3_client(endpoint: str) -> Any:
     )
 
 
+class StoreClient:
+    """The one S3 call ``BucketWriter`` makes, ``put_object``, written into a filesystem-driver
+    tree instead (the bucket name is ignored: the tree is the bucket)."""
+
+    def __init__(self, root: Path) -> None:
+        from regsidecar.storage.filesystem import FilesystemDriver
+
+        self.driver = FilesystemDriver(str(root))
+
+    # boto3's keyword names
+    def put_object(self, *, Bucket: str, Key: str, Body: bytes) -> None:
+        self.driver.put(Key, Body)
+
+
+def write_image(client: Any, bucket: str, image: str, total: int, layers: int) -> dict[str, Any]:
+    """The benchmark image, written with ``client.put_object``; the seed's JSON."""
+    from regsidecar.storage import layout
+    from tests.s3tree import BucketWriter
+
+    repo, _, tag = image.rpartition(":")
+    data = make_layers(total, layers)
+    writer = BucketWriter(client, bucket)
+    manifest, digests = writer.image(repo, tag, data)
+    # A push also records the tag's history (distribution's tag index); BucketWriter leaves
+    # it out, and nothing on the pull path reads it.
+    writer.put(layout.tag_index_link(repo, tag, manifest), manifest.encode())
+    return {
+        "manifest": manifest,
+        "layers": [{"digest": d, "size": len(b)} for d, b in zip(digests, data, strict=True)],
+        "image_bytes": sum(len(b) for b in data),
+    }
+
+
+def seed_store(root: Path, image: str, total: int, layers: int) -> dict[str, Any]:
+    """The benchmark image written straight into the filesystem-driver tree ``root``."""
+    return write_image(StoreClient(root), "store", image, total, layers)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scaleup.seed")
-    p.add_argument("--endpoint", required=True)
-    p.add_argument("--bucket", required=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--endpoint", help="an S3 endpoint (the bucket is created)")
+    where.add_argument("--store", type=Path, help="a filesystem-driver tree to write into")
+    p.add_argument("--bucket", default="scaleup")
     p.add_argument("--image", required=True, metavar="REPO:TAG")
     p.add_argument("--bytes", type=int, required=True, dest="total")
     p.add_argument("--layers", type=int, required=True)
     args = p.parse_args(argv)
 
-    from tests.s3tree import BucketWriter
-
-    repo, _, tag = args.image.rpartition(":")
-    client = s3_client(args.endpoint)
-    client.create_bucket(Bucket=args.bucket)
-    layers = make_layers(args.total, args.layers)
-    manifest, digests = BucketWriter(client, args.bucket).image(repo, tag, layers)
-    json.dump(
-        {
-            "manifest": manifest,
-            "layers": [{"digest": d, "size": len(b)} for d, b in zip(digests, layers, strict=True)],
-            "image_bytes": sum(len(b) for b in layers),
-        },
-        sys.stdout,
-    )
+    if args.store is not None:
+        seeded = seed_store(args.store, args.image, args.total, args.layers)
+    else:
+        client = s3_client(args.endpoint)
+        client.create_bucket(Bucket=args.bucket)
+        seeded = write_image(client, args.bucket, args.image, args.total, args.layers)
+    json.dump(seeded, sys.stdout)
     return 0
 
 

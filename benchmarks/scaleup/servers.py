@@ -2,7 +2,8 @@
 
 * ``S3``: ``moto_server`` in the S3 namespace on ``0.0.0.0:9000``, seeded from inside that
   namespace (``benchmarks.scaleup.seed``); its request log is read back for the S3 request
-  counts of a phase (``MotoLog``), the S3 namespace's link counters give the bytes it sent.
+  counts of a phase (``parse_moto_log``), the S3 namespace's link counters give the bytes it
+  sent. With ``--s3-conn-mbit`` ``capped.CappedS3Server`` stands in for it (same interface).
 * ``start_registry``: distribution 2.8.2 (``docker-registry``) in the registry namespace on
   ``0.0.0.0:5000`` over the same bucket: the s3 driver settings of ``tests/rig/registry.py``
   (path style, plain http, v4 auth, redirects off, run without ``AWS_CA_BUNDLE``) plus the
@@ -18,11 +19,12 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.procstat import status_kib
 from benchmarks.scaleup.netns import Topology
 from benchmarks.scaleup.procs import Procs, Spawned, python_argv, venv_binary
 from tests.rig.registry import Distribution
@@ -76,8 +78,13 @@ def wait_ready(
 @dataclass(frozen=True)
 class S3Request:
     method: str
+    #: The request path, with its query string if it had one.
     path: str
     status: int
+    #: The Range header, when the server logs it (the capped stand-in does, moto does not).
+    range: str | None = None
+    #: The server's connection serial number, when it logs one (the capped stand-in).
+    connection: int | None = None
 
 
 def parse_moto_log(text: str) -> list[S3Request]:
@@ -90,19 +97,32 @@ def parse_moto_log(text: str) -> list[S3Request]:
     return out
 
 
-def backend_counts(requests: Sequence[S3Request]) -> dict[str, int]:
-    """GETs (all, and of blob data), HEADs and all requests of a phase."""
+def backend_counts(requests: Sequence[S3Request], *, detailed: bool = False) -> dict[str, int]:
+    """GETs (all, and of blob data), HEADs and all requests of a phase; ``detailed`` (the
+    log has ranges and connections): also the GETs with a Range header and the number of
+    connections the requests came on."""
     gets = [r for r in requests if r.method == "GET"]
-    return {
+    counts = {
         "s3_get": len(gets),
         "s3_blob_get": sum(1 for r in gets if r.path.split("?", 1)[0].endswith("/data")),
         "s3_head": sum(1 for r in requests if r.method == "HEAD"),
         "s3_requests": len(requests),
     }
+    if detailed:
+        counts["s3_range_get"] = sum(1 for r in gets if r.range is not None)
+        counts["s3_connections"] = len({r.connection for r in requests})
+    return counts
 
 
 class S3:
-    """moto in the S3 namespace; ``mark()``/``since()`` count what it served in a phase."""
+    """moto in the S3 namespace; ``mark()``/``since()`` count what it served in a phase.
+
+    The sweep's S3 stand-ins (this one and ``capped.CappedS3Server``) share ``endpoint``,
+    ``role``, ``start``, ``seed``, ``mark``, ``since``, ``counts``, ``pids``, ``rss_kib``,
+    ``log_files`` and ``describe``."""
+
+    #: The CPU role of its processes in the report.
+    role = "moto"
 
     def __init__(self, topo: Topology, procs: Procs) -> None:
         self.topo = topo
@@ -182,6 +202,21 @@ class S3:
             chunk = f.read(end - offset)
         return parse_moto_log(chunk.decode("utf-8", "replace"))
 
+    def counts(self, requests: Sequence[S3Request]) -> dict[str, int]:
+        return backend_counts(requests)
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc is not None and self.proc.alive() else []
+
+    def rss_kib(self) -> int | None:
+        return status_kib(self.proc.pid, "VmRSS") if self.proc is not None else None
+
+    def log_files(self) -> list[Path]:
+        return [self.proc.out_path] if self.proc is not None else []
+
+    def describe(self) -> dict[str, Any]:
+        return {"server": "moto", "conn_mbit": None}
+
 
 def registry_config(s3_endpoint: str, workdir: Path) -> dict[str, Any]:
     """distribution's config: the rig's s3 driver settings, listening on the bridge."""
@@ -243,10 +278,12 @@ def start_sidecars(
     data_root: Path,
     *,
     parallel: int,
+    env: Mapping[str, str] | None = None,
     deadline_s: float = 90.0,
 ) -> list[Spawned]:
-    """One sidecar per host, ``parallel`` starting at a time, each ready (``/readyz`` 200,
-    i.e. it reached the bucket) before the next batch starts."""
+    """One sidecar per host (``env`` added to its environment: ``REGSIDECAR_...`` settings),
+    ``parallel`` starting at a time, each ready (``/readyz`` 200, i.e. it reached the bucket)
+    before the next batch starts."""
     started: list[Spawned] = []
     for at in range(0, len(hosts), parallel):
         batch = []
@@ -257,7 +294,7 @@ def start_sidecars(
                 "sidecars",
                 topo.hosts[i],
                 sidecar_argv(s3_endpoint, data_dir),
-                env={**AWS_ENV, "PYTHONUNBUFFERED": "1"},
+                env={**AWS_ENV, "PYTHONUNBUFFERED": "1", **(env or {})},
                 unset=AWS_UNSET,
                 name=f"sidecar-h{i}",
             )

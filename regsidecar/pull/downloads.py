@@ -48,7 +48,8 @@ def plan_for(info: BlobInfo, settings: Settings) -> PartPlan:
     if d.connections_per_blob <= 1:
         return PartPlan(info.size, max(info.size, 1))
     hint = info.part_bytes if d.align_to_multipart else None
-    return PartPlan(info.size, choose_part_bytes(info.size, d.part_bytes, hint))
+    part = choose_part_bytes(info.size, d.part_bytes, hint, max_parts=d.max_parts_per_blob)
+    return PartPlan(info.size, part)
 
 
 class Downloads:

@@ -62,19 +62,36 @@ def multipart_part_bytes(size: int, etag: str | None) -> int | None:
 
 
 def choose_part_bytes(
-    size: int, default: int, hint: int | None, *, least: int = 5 * MiB, most: int = 64 * MiB
+    size: int,
+    default: int,
+    hint: int | None,
+    *,
+    max_parts: int = 0,
+    least: int = 5 * MiB,
+    most: int = 64 * MiB,
 ) -> int:
-    """Part size for fetching a blob: the object's own multipart part size when it is known
-    and sensible (AWS: GETs aligned with the upload's parts perform best), else ``default``.
+    """Part size for fetching a blob of ``size`` bytes.
+
+    ``default``, or the object's own multipart part size (``hint``) when it is known and
+    sensible (AWS: GETs aligned with the upload's parts perform best). With ``max_parts``,
+    larger blobs get larger parts, so no blob needs more than that many GETs: when a fleet
+    pulls one blob, every host's GETs land on one S3 prefix (about 5,500 GET/s), and there
+    the number of requests, not their size, is what runs out. Parts stay whole multiples of
+    the upload's part size (aligned) or of 1 MiB.
 
     >>> choose_part_bytes(100 * MiB, 16 * MiB, 10 * MiB) == 10 * MiB
     True
     >>> choose_part_bytes(100 * MiB, 16 * MiB, 1 * MiB) == 16 * MiB
     True
+    >>> choose_part_bytes(1536 * MiB, 16 * MiB, None, max_parts=16) == 96 * MiB
+    True
     """
-    if hint is not None and least <= hint <= most:
-        return hint
-    return default
+    aligned = hint is not None and least <= hint <= most
+    part = hint if aligned and hint is not None else default
+    if max_parts > 0 and size > part * max_parts:
+        unit = part if aligned else MiB
+        part = math.ceil(size / max_parts / unit) * unit
+    return part
 
 
 @dataclass(slots=True)

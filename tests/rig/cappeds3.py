@@ -49,29 +49,23 @@ nginx had written by then.
 
 from __future__ import annotations
 
-import dataclasses
-import http.client
 import os
 import re
 import sys
-import time
-import urllib.parse
 from pathlib import Path
 from typing import Self
 
 from . import s3list
-from .ports import LOOPBACK, POLL_INTERVAL_S, free_port, tail_file
+from .cappedlog import LOG_FIELDS, STATUS_PATH, CappedRequest, parse_log, wait_settled
+from .ports import LOOPBACK, assert_loopback, free_port, tail_file
 from .proc import ServerProcess, child_env, which
+
+__all__ = ["PACE_MS", "CappedRequest", "CappedS3", "pace_chunk", "rate_bytes"]
 
 #: nginx writes at most this long's worth of ``rate`` at once, then sleeps as long (see
 #: the module docstring): small enough that the unpaced last write is negligible, large
 #: enough that nginx's whole-millisecond sleeps stay accurate.
 PACE_MS = 10
-
-#: Rig-internal URLs (readiness, request counts), not logged. S3 bucket names
-#: cannot hold '_', so no bucket collides with them.
-_RIG = "/__rig/"
-_STATUS = _RIG + "status"
 
 _NO_SUCH_KEY = (
     '<?xml version="1.0" encoding="UTF-8"?>\\n<Error><Code>NoSuchKey</Code>'
@@ -86,26 +80,13 @@ _NO_SUCH_BUCKET = (
     "<Message>The specified bucket does not exist</Message></Error>"
 )
 
-# One line per request, tab-separated; escape=default turns a tab (or any byte < 32 or
-# > 126, and '"' and '\') inside a value into \xXX, so a tab always separates fields.
-_LOG_FIELDS = (
-    "$msec",
-    "$connection",
-    "$request_method",
-    "$uri",
-    "$args",
-    "$status",
-    "$body_bytes_sent",
-    "$http_range",
-    "$request_time",
-    "$request_completion",
-)
-
 _NGINX_CONF = """\
 {user}worker_processes 1;
+# A scale-up sweep opens up to ~32 connections per host at once, 40 hosts and more.
+worker_rlimit_nofile 16384;
 pid "{work}/nginx.pid";
 error_log stderr warn;
-events {{ worker_connections 1024; }}
+events {{ worker_connections 8192; }}
 http {{
     types {{ }}
     default_type application/octet-stream;
@@ -136,9 +117,9 @@ http {{
             if (-d $request_filename) {{ return 404; }}
         }}
         # The bucket itself: HeadBucket and listings go to the lister.
-        location = /{bucket} {{ proxy_pass http://{host}:{lister_port}; }}
-        location = /{bucket}/ {{ proxy_pass http://{host}:{lister_port}; }}
-        location = {ready} {{ proxy_pass http://{host}:{lister_port}; access_log off; }}
+        location = /{bucket} {{ proxy_pass http://{lister_host}:{lister_port}; }}
+        location = /{bucket}/ {{ proxy_pass http://{lister_host}:{lister_port}; }}
+        location = {ready} {{ proxy_pass http://{lister_host}:{lister_port}; access_log off; }}
         location = {status} {{ stub_status; access_log off; }}
         location / {{ default_type application/xml; return 404 '{no_such_bucket}'; }}
 
@@ -152,56 +133,27 @@ http {{
 """
 
 
-@dataclasses.dataclass(frozen=True)
-class CappedRequest:
-    """One request as nginx logged it when it finished."""
-
-    #: When it finished (epoch seconds, ms resolution).
-    time: float
-    #: nginx's connection serial number: requests with the same number shared a connection.
-    connection: int
-    method: str
-    #: The request path, percent-decoded and normalised by nginx.
-    uri: str
-    #: Object key relative to the bucket ('' for a bucket-level request).
-    key: str
-    #: The raw (still percent-encoded) query string, '' if none.
-    query: str
-    status: int
-    #: Body bytes handed to the kernel (headers not counted): what S3 would bill as data
-    #: out; for an aborted request more than the client read.
-    bytes_sent: int
-    #: The request's Range header, None if it had none.
-    range: str | None
-    #: Seconds from the first request byte read to the last response byte sent.
-    request_time: float
-    #: False when the client went away before the whole response was sent (the status
-    #: is still the one nginx began answering with, e.g. 200).
-    completed: bool
-
-    @property
-    def params(self) -> dict[str, str]:
-        """The query string decoded (``prefix``, ``list-type``, ``max-keys``...)."""
-        return dict(urllib.parse.parse_qsl(self.query, keep_blank_values=True))
-
-
 class _Lister(ServerProcess):
     """``tests/rig/s3list.py`` on its own loopback port (nginx proxies the bucket to it)."""
 
     log_label = "s3list"
 
-    def __init__(self, store: Path, bucket: str, workdir: Path) -> None:
-        self.port = free_port()
+    def __init__(self, store: Path, bucket: str, workdir: Path, port: int | None = None) -> None:
+        self.port = free_port() if port is None else port
         self.store = store
         self.bucket = bucket
         super().__init__(workdir, prefix="rig-s3list-", log_name="s3list.log")
 
-    def start(self, deadline_s: float = 20.0) -> Self:
+    def argv(self) -> list[str]:
         # By path, not -m: the child's cwd is the work dir, and s3list needs only the stdlib.
-        argv = [sys.executable, s3list.__file__, "--root", str(self.store)]
-        argv += ["--bucket", self.bucket, "--host", LOOPBACK, "--port", str(self.port)]
+        return [
+            *(sys.executable, s3list.__file__, "--root", str(self.store)),
+            *("--bucket", self.bucket, "--host", LOOPBACK, "--port", str(self.port)),
+        ]
+
+    def start(self, deadline_s: float = 20.0) -> Self:
         ready = f"http://{LOOPBACK}:{self.port}{s3list.READY_PATH}"
-        self._start(argv, ready, env=child_env(), deadline_s=deadline_s)
+        self._start(self.argv(), ready, env=child_env(), deadline_s=deadline_s)
         return self
 
 
@@ -211,9 +163,21 @@ class CappedS3(ServerProcess):
     Both run in the foreground as children, with config, pid, logs and temp dirs under
     the work dir (a temp dir removed by ``stop()`` unless ``workdir`` is given); both
     stop by PID. See the module docstring for what is and is not modelled.
+
+    ``start()`` runs both here, on loopback. A harness that runs them elsewhere (inside a
+    network namespace, listening on ``host="0.0.0.0"``) calls ``prepare()`` and spawns
+    ``lister_argv()`` and ``nginx_argv()`` itself (both with cwd = the work dir), waits for
+    ``ready_path`` on the server, and reads the log with ``tests.rig.cappedlog``::
+
+        rig = CappedS3(store, rate="125000", host="0.0.0.0", port=9000, lister_port=9001,
+                       workdir=work)
+        rig.prepare()
+        spawn(ns, rig.lister_argv()); spawn(ns, rig.nginx_argv())
     """
 
     log_label = "nginx"
+    #: GET it through nginx: 200 once both halves (nginx and the lister) are up.
+    ready_path = s3list.READY_PATH
 
     def __init__(
         self,
@@ -222,28 +186,49 @@ class CappedS3(ServerProcess):
         bucket: str = "capped",
         rate: str = "40m",
         workdir: Path | None = None,
+        host: str = LOOPBACK,
+        port: int | None = None,
+        lister_port: int | None = None,
+        pace_ms: int = PACE_MS,
     ) -> None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
             raise ValueError(f"not an S3 bucket name: {bucket!r}")
+        if pace_ms < 1:
+            raise ValueError("pace_ms must be at least 1")
         self.rate_bytes = rate_bytes(rate)
+        #: nginx writes at most this long's worth of ``rate`` at once, then sleeps as long.
+        self.pace_ms = pace_ms
         self.store = Path(store).resolve()
         self._bucket = bucket
         self.rate = rate
-        self.port = free_port()
+        #: Where nginx listens (the lister is always on the loopback of the same network).
+        self.host = host
+        self.port = free_port() if port is None else port
         super().__init__(workdir, prefix="rig-cappeds3-", log_name="nginx.log")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.access_log = self.workdir / "access.log"
         self.conf_path = self.workdir / "nginx.conf"
-        self._lister = _Lister(self.store, bucket, self.workdir)
+        self._lister = _Lister(self.store, bucket, self.workdir, port=lister_port)
 
     @property
     def url(self) -> str:
-        """The S3 endpoint URL (``http://127.0.0.1:PORT``), for path-style clients."""
-        return f"http://{LOOPBACK}:{self.port}"
+        """The S3 endpoint URL for path-style clients in the same network namespace
+        (``http://127.0.0.1:PORT`` when nginx listens on loopback or on every address)."""
+        host = LOOPBACK if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def bucket(self) -> str:
         return self._bucket
+
+    @property
+    def chunk_bytes(self) -> int:
+        """nginx's ``sendfile_max_chunk``: what one write sends before it sleeps."""
+        return pace_chunk(self.rate_bytes, self.pace_ms) if self.rate_bytes else 2 << 20
+
+    @property
+    def lister_port(self) -> int:
+        return self._lister.port
 
     @property
     def nginx_pid(self) -> int:
@@ -256,16 +241,31 @@ class CappedS3(ServerProcess):
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self, deadline_s: float = 20.0) -> Self:
+    def prepare(self) -> None:
+        """Check the tree and write nginx's config (``start()`` does it too)."""
         if not (self.store / "docker").is_dir():
             raise FileNotFoundError(f"{self.store} holds no docker/registry/v2 tree")
+        self.conf_path.write_text(self._conf())
+
+    def nginx_argv(self) -> list[str]:
+        """nginx in the foreground on the config ``prepare()`` wrote."""
+        return [
+            *(which("nginx"), "-p", str(self.workdir), "-e", "stderr"),
+            *("-c", str(self.conf_path), "-g", "daemon off;"),
+        ]
+
+    def lister_argv(self) -> list[str]:
+        return self._lister.argv()
+
+    def start(self, deadline_s: float = 20.0) -> Self:
+        # Started here, in this process's network namespace: loopback only.
+        assert_loopback(self.host)
+        self.prepare()
         self._lister.start(deadline_s)
         try:
-            self.conf_path.write_text(self._conf())
-            argv = [which("nginx"), "-p", str(self.workdir), "-e", "stderr"]
-            argv += ["-c", str(self.conf_path), "-g", "daemon off;"]
             # Ready once nginx answers *through* the lister: both halves are up.
-            self._start(argv, self.url + s3list.READY_PATH, env=child_env(), deadline_s=deadline_s)
+            ready = self.url + self.ready_path
+            self._start(self.nginx_argv(), ready, env=child_env(), deadline_s=deadline_s)
         except BaseException:
             self._lister.stop()
             raise
@@ -276,17 +276,17 @@ class CappedS3(ServerProcess):
             # As root the worker runs as root too, so it reads stores under 0700 temp dirs.
             user="user root;\n" if os.geteuid() == 0 else "",
             work=self.workdir,
-            host=LOOPBACK,
+            host=self.host,
             port=self.port,
+            lister_host=LOOPBACK,
             lister_port=self._lister.port,
             bucket=self.bucket,
             store=self.store,
             rate=self.rate,
-            # Uncapped: nginx's default chunk.
-            chunk=_pace_chunk(self.rate_bytes) if self.rate_bytes else "2m",
+            chunk=self.chunk_bytes,
             ready=s3list.READY_PATH,
-            status=_STATUS,
-            log_format="\\t".join(_LOG_FIELDS),
+            status=STATUS_PATH,
+            log_format="\\t".join(LOG_FIELDS),
             no_such_key=_NO_SUCH_KEY,
             invalid_range=_INVALID_RANGE,
             no_such_bucket=_NO_SUCH_BUCKET,
@@ -305,7 +305,7 @@ class CappedS3(ServerProcess):
     def log_tail(self) -> str:
         return f"{tail_file(self.log_path)}\n--- s3list log tail ---\n{self._lister.log_tail()}"
 
-    # -- request log ----------------------------------------------------------------------
+    # -- request log (see tests.rig.cappedlog) ---------------------------------------------
 
     def mark(self) -> int:
         """A point in the request log (its byte offset once every finished request is in
@@ -330,64 +330,12 @@ class CappedS3(ServerProcess):
                 chunk = f.read()
         except FileNotFoundError:
             return []
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        found = [self._parse(line) for line in complete.decode("ascii").splitlines()]
-        return [r for r in found if r is not None]
+        return parse_log(chunk, self.bucket)
 
     def sync(self, settle_s: float = 1.0) -> None:
         """Wait until no request is in progress (for at most ``settle_s``), so that every
-        request that has ended is in the access log.
-
-        nginx logs a request in the same event-loop turn that sends its last byte, and
-        counts it out of stub_status's ``Writing`` in that turn too; with one worker, a
-        status answer showing only itself in progress comes after every such line. A
-        client that hung up mid-body is noticed at nginx's next paced write (a few ms).
-        A transfer still running after ``settle_s`` is simply not in the log yet.
-        """
-        end = time.monotonic() + settle_s
-        while True:
-            reading, writing = self._in_progress()
-            # The status request itself is the one request being written.
-            if (reading, writing) == (0, 1) or time.monotonic() >= end:
-                return
-            time.sleep(POLL_INTERVAL_S)
-
-    def _in_progress(self) -> tuple[int, int]:
-        """stub_status's Reading and Writing counts (requests in progress)."""
-        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=10.0)
-        try:
-            conn.request("GET", _STATUS)
-            resp = conn.getresponse()
-            text = resp.read().decode()
-        finally:
-            conn.close()
-        m = re.search(r"Reading: (\d+) Writing: (\d+)", text)
-        if resp.status != 200 or m is None:
-            raise RuntimeError(f"nginx stub_status answered {resp.status}: {text!r}")
-        return int(m[1]), int(m[2])
-
-    def _parse(self, line: str) -> CappedRequest | None:
-        fields = [_unescape(v) for v in line.split("\t")]
-        if len(fields) != len(_LOG_FIELDS):
-            return None
-        when, conn, method, uri, args, status, sent, rng, rtime, done = fields
-        if uri.startswith(_RIG):
-            return None
-        bucket_prefix = f"/{self.bucket}/"
-        key = uri[len(bucket_prefix) :] if uri.startswith(bucket_prefix) else ""
-        return CappedRequest(
-            time=float(when),
-            connection=int(conn),
-            method=method,
-            uri=uri,
-            key=key,
-            query="" if args == "-" else args,
-            status=int(status),
-            bytes_sent=int(sent),
-            range=None if rng == "-" else rng,
-            request_time=float(rtime),
-            completed=done == "OK",
-        )
+        request that has ended is in the access log (``cappedlog.wait_settled``)."""
+        wait_settled(self.url, settle_s)
 
 
 def rate_bytes(rate: str) -> int:
@@ -402,14 +350,11 @@ def rate_bytes(rate: str) -> int:
     return int(m[1]) << {"": 0, "k": 10, "m": 20}[m[2].lower()]
 
 
-def _pace_chunk(rate: int) -> int:
+def pace_chunk(rate: int, pace_ms: int = PACE_MS) -> int:
+    """``sendfile_max_chunk`` for ``rate`` bytes/s: ``pace_ms`` worth of it.
+
+    >>> pace_chunk(125000), pace_chunk(125000, pace_ms=131)
+    (1250, 16375)
+    """
     # Rounded up: nginx's sleep after a write is nsent * 1000 / rate, truncated to whole ms.
-    return -(-rate * PACE_MS // 1000)
-
-
-def _unescape(value: str) -> str:
-    """Undo nginx's escape=default (``\\xXX`` for '"', '\\' and bytes outside 32..126)."""
-    if "\\x" not in value:
-        return value
-    raw = re.sub(rb"\\x([0-9A-Fa-f]{2})", lambda m: bytes([int(m[1], 16)]), value.encode("ascii"))
-    return raw.decode("utf-8", "replace")
+    return -(-rate * pace_ms // 1000)

@@ -146,3 +146,23 @@ def test_part_size_hint_is_used_only_within_bounds() -> None:
     assert choose_part_bytes(100 * MiB, 16 * MiB, None) == 16 * MiB
     assert choose_part_bytes(100 * MiB, 16 * MiB, 4 * MiB) == 16 * MiB
     assert choose_part_bytes(10 * 1024 * MiB, 16 * MiB, 512 * MiB) == 16 * MiB
+
+
+@pytest.mark.parametrize(
+    ("size", "hint", "max_parts", "expected"),
+    [
+        (256 * MiB, None, 16, 16 * MiB),  # 16 parts: the default size
+        (257 * MiB, None, 16, 17 * MiB),  # one more MiB: parts grow to whole MiB
+        (1536 * MiB, None, 16, 96 * MiB),
+        (1536 * MiB, None, 0, 16 * MiB),  # no bound
+        (1000 * MiB, 10 * MiB, 16, 70 * MiB),  # aligned: a multiple of the upload's parts
+        (100 * MiB, 10 * MiB, 16, 10 * MiB),
+    ],
+)
+def test_big_blobs_get_bigger_parts_so_no_blob_needs_more_than_max_parts(
+    size: int, hint: int | None, max_parts: int, expected: int
+) -> None:
+    part = choose_part_bytes(size, 16 * MiB, hint, max_parts=max_parts)
+    assert part == expected
+    if max_parts:
+        assert -(-size // part) <= max_parts

@@ -81,7 +81,7 @@ def test_flat_central_points_mean_no_bandwidth_bound() -> None:
 
 def test_sidecar_fit_recovers_the_per_host_bandwidth_with_t1_fixed() -> None:
     t1, b, r, q = 1.5, 1.9e6, 21.0, 5500.0
-    pts = [Point(n, t1 + S / b + n * r / q) for n in (1, 5, 10, 20, 40)]
+    pts = [Point(n, t1 + max(S / b, n * r / q)) for n in (1, 5, 10, 20, 40)]
     fit = fit_sidecar(pts, S, t1, r, q)
     m = fit.model
     assert isinstance(m, model.SidecarModel)
@@ -98,36 +98,61 @@ def test_requests_per_pull_counts_manifest_and_blob_requests() -> None:
 def test_real_world_per_host_s3_throughput() -> None:
     real = RealWorld()
     assert real.central_bytes_s == 1.25e9 and real.host_bytes_s == 625e6
-    assert real.s3_host_bytes_s(5) == 270e6  # 3 parallel downloads x 90 MB/s < 5 Gbit/s
-    assert real.s3_host_bytes_s(2) == 180e6  # only 2 layers: 2 connections
-    assert RealWorld(host_bytes_s=100e6).s3_host_bytes_s(5) == 100e6  # the NIC bounds it
+    # 3 layers in flight x 8 connections = 24 x 90 MB/s > 5 Gbit/s: the NIC bounds it
+    assert real.connections(5) == 24 and real.s3_host_bytes_s(5) == 625e6
+    assert real.host_bound(5) == "host NIC"
+    one = RealWorld(connections_per_blob=1)
+    assert one.s3_host_bytes_s(5) == 270e6  # 3 parallel downloads x 90 MB/s < 5 Gbit/s
+    assert one.s3_host_bytes_s(2) == 180e6  # only 2 layers: 2 connections
+    assert one.host_bound(2) == "S3 per-connection throughput"
+    assert RealWorld(max_connections=4).s3_host_bytes_s(5) == 360e6  # the window bounds it
+
+
+def test_parts_per_blob_follow_the_download_defaults() -> None:
+    real = RealWorld()
+    assert real.parts(GIB / 5) == 13  # 204.8 MiB in 16 MiB parts
+    assert real.parts(1.5 * GIB) == 16  # bigger parts, not more: 96 MiB
+    assert RealWorld(max_parts_per_blob=0).parts(1.5 * GIB) == 96
+    assert RealWorld(connections_per_blob=1).parts(1.5 * GIB) == 1
+    assert real.key_requests(3 * GIB, 2) == 17  # a HEAD and 16 parts on each layer's key
 
 
 @pytest.mark.parametrize(
-    ("n", "central_s", "bound", "sidecar_s"),
+    ("n", "central_s", "bound", "sidecar_s", "sidecar_bound"),
     [
         # central: 1 GiB x N / 1.25e9 B/s (host bound 1 GiB / 625e6 = 1.718 s);
-        # sidecar: 1 GiB / 270e6 B/s = 3.977 s, plus N x 21 / 5500 s
-        (1, 1.718, "host NIC", 3.977 + 0.004),
-        (100, 85.899, "registry NIC", 3.977 + 0.382),
-        (1000, 858.993, "registry NIC", 3.977 + 3.818),
-        (2600, 2233.382, "registry NIC", 3.977 + 9.927),
+        # sidecar: max(1 GiB / 625e6 B/s = 1.718 s, N x (1 + 13) / 5500 s)
+        (1, 1.718, "host NIC", 1.718, "host NIC"),
+        (100, 85.899, "registry NIC", 1.718, "host NIC"),
+        (1000, 858.993, "registry NIC", 1000 * 14 / 5500, "S3 requests per prefix"),
+        (2600, 2233.382, "registry NIC", 2600 * 14 / 5500, "S3 requests per prefix"),
     ],
 )
 def test_extrapolation_matches_hand_arithmetic(
-    n: int, central_s: float, bound: str, sidecar_s: float
+    n: int, central_s: float, bound: str, sidecar_s: float, sidecar_bound: str
 ) -> None:
     row = extrapolate(n, GIB, 5, 21.0, RealWorld())
     assert row.central_s == pytest.approx(central_s, abs=2e-3)
     assert row.central_bound == bound
     assert row.sidecar_s == pytest.approx(sidecar_s, abs=2e-3)
-    assert row.sidecar_transfer_s == pytest.approx(GIB / 270e6)
+    assert row.sidecar_bound == sidecar_bound
+    assert row.sidecar_transfer_s == pytest.approx(GIB / 625e6)
+    assert row.sidecar_sum_s == pytest.approx(GIB / 625e6 + n * 14 / 5500)
 
 
 def test_extrapolation_adds_overheads_and_applies_efficiencies() -> None:
     row = extrapolate(100, GIB, 5, 21.0, RealWorld(), t0_s=2.0, t1_s=1.0, eff_central=0.5)
     assert row.central_s == pytest.approx(2.0 + 100 * GIB / 0.625e9)
-    assert row.sidecar_s == pytest.approx(1.0 + GIB / 270e6 + 100 * 21 / 5500)
+    assert row.sidecar_s == pytest.approx(1.0 + max(GIB / 625e6, 100 * 14 / 5500))
+
+
+def test_kraken_case_is_modelled_within_ten_seconds_and_names_its_bound() -> None:
+    """3 GiB in 2 layers to 2,600 hosts with the download defaults: the NIC-bound transfer
+    (5.2 s) overlaps the S3 request term (2,600 x 17 / 5,500 = 8.0 s), which binds."""
+    row = extrapolate(2600, 3 * GIB, 2, 12.0, RealWorld(), t1_s=1.4)
+    assert row.sidecar_bound == "S3 requests per prefix"
+    assert row.sidecar_s == pytest.approx(1.4 + 2600 * 17 / 5500)
+    assert row.sidecar_s <= 10.0
 
 
 def _fixture() -> dict[str, Any]:
@@ -149,8 +174,8 @@ def test_analyse_fits_the_fixture_and_labels_every_number() -> None:
     assert a.eff_host == pytest.approx(0.95, abs=0.01)
     assert a.requests == 21.0 and a.requests_source.startswith("measured")
     assert [r.n for r in a.rows] == [100, 1000, 2600]
-    # 2,600 hosts, 1 GiB: t1 + 1 GiB / (0.95 x 270 MB/s) + 2600 x 21 / 5500
-    want = 1.5 + GIB / (0.95 * 270e6) + 2600 * 21 / 5500
+    # 2,600 hosts, 1 GiB in 5 layers: t1 + max(1 GiB / (0.95 x 625 MB/s), 2600 x 14 / 5500)
+    want = 1.5 + max(GIB / (0.95 * 625e6), 2600 * 14 / 5500)
     assert a.rows[-1].sidecar_s == pytest.approx(want, rel=0.01)
     assert a.kraken is not None and a.kraken.layers == 2
     md = a.markdown
