@@ -23,7 +23,7 @@ key upper-cased with ``.`` as ``_``::
       max_parts_per_blob: 16                REGSIDECAR_DOWNLOAD_MAX_PARTS_PER_BLOB
       connections_per_blob: 8               REGSIDECAR_DOWNLOAD_CONNECTIONS_PER_BLOB
       max_connections: 32                   REGSIDECAR_DOWNLOAD_MAX_CONNECTIONS
-      parallel_after_s: 0.5                 REGSIDECAR_DOWNLOAD_PARALLEL_AFTER_S
+      parallel_after_s: 1.0                 REGSIDECAR_DOWNLOAD_PARALLEL_AFTER_S
     clock:
       correct: true                         REGSIDECAR_CLOCK_CORRECT
       max_offset_warn_s: 60                 REGSIDECAR_CLOCK_MAX_OFFSET_WARN_S
@@ -213,7 +213,9 @@ class DownloadSettings(_Model):
     max_parts_per_blob: int = Field(16, ge=0)
     connections_per_blob: int = Field(8, ge=1, le=64)  # 1 = one connection per blob
     max_connections: int = Field(32, ge=1, le=1024)  # per source, every download together
-    parallel_after_s: float = Field(0.5, ge=0)  # 0 = ranged parts from the start
+    # More connections only for a blob whose first connection would need longer than this for
+    # the rest: below it, parts save little time and multiply a fleet's GETs of that blob.
+    parallel_after_s: float = Field(1.0, ge=0)  # 0 = ranged parts from the start
     align_to_multipart: bool = True  # parts follow the object's multipart part size
 
     @field_validator("part_bytes")

@@ -118,7 +118,7 @@ async def test_a_cold_blob_arrives_as_parallel_parts_each_fetched_once(
 async def test_a_slow_first_connection_is_joined_by_ranged_parts(
     writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
 ) -> None:
-    """Default start (one plain GET): when that one connection stalls after its first part,
+    """The start is one plain GET: when that one connection stalls after its first part,
     the rest of the blob is fetched as ranged parts meanwhile, and the stalled response is
     dropped once every byte is in; the pull does not wait for it."""
     data = os.urandom(8 * MiB)
@@ -145,13 +145,16 @@ async def test_a_slow_first_connection_is_joined_by_ranged_parts(
 async def test_a_small_blob_is_one_plain_get(
     writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
 ) -> None:
-    """With the default settings a blob that one connection fetches quickly costs exactly
-    one GET and no Range."""
+    """With the default download settings a blob that one connection fetches quickly costs
+    exactly one GET and no Range."""
     data = os.urandom(3 * MiB)
     digest = writer.blob("app", data)
     key = layout.blob_data(digest)
-    env = {"REGSIDECAR_DOWNLOAD_PARALLEL_AFTER_S": "0.5"}
-    with _sidecar(proxy, bucket, tmp_path / "data", env) as sc:
+    with Sidecar(
+        s3_args(proxy.url, bucket),
+        data_dir=tmp_path / "data",
+        env={"REGSIDECAR_CACHE_MIN_FREE_BYTES": "0"},
+    ) as sc:
         async with aiohttp.ClientSession() as session:
             status, got, _, _ = await get_digest(session, f"{sc.url}/v2/app/blobs/{digest}")
         assert (status, got) == (200, digest)

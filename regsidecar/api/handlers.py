@@ -18,6 +18,7 @@ from regsidecar.oci import mediatypes
 from regsidecar.oci.ranges import parse_range
 from regsidecar.oci.reference import Digest
 from regsidecar.oci.routes import Route, parse_path
+from regsidecar.pull.download import GrowingRead
 from regsidecar.service import LocalBlob, manifest_outcome
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,11 @@ async def get_blob(request: web.Request, name: str, digest: Digest) -> web.Strea
     chunks = blob.open(start, end)  # opens the file now, before any await
     try:
         await resp.prepare(request)
-        async for chunk in chunks:
-            await resp.write(chunk)
+        if isinstance(chunks, GrowingRead) and request.transport is not None:
+            await chunks.send_to(request.transport)  # sendfile from the growing cache file
+        else:
+            async for chunk in chunks:
+                await resp.write(chunk)
     except (OCIError, StorageError) as exc:
         # Headers are out: the only honest signal left is to cut the connection short of
         # Content-Length, so the client discards what it got.

@@ -297,30 +297,36 @@ class Fetcher:
 
     async def _hash(self) -> None:
         """Hash the prefix as it becomes contiguous, in order, off the event loop; then
-        compare the whole with the digest."""
+        compare the whole with the digest. Written data goes to disk in the background
+        meanwhile (fdatasync every FLUSH_EVERY, never waited for here), so the fsync that
+        holds every reader's last byte has only the tail left."""
         download = self.download
         plan, size = download.plan, download.size
         h = hashlib.new(download.digest.algorithm)
         rfd = os.open(download.temp_path, os.O_RDONLY)
         hashed = flushed = 0
+        flush: asyncio.Future[None] | None = None
         try:
             while hashed < size:
                 ready = plan.watermark - hashed
                 if ready < HASH_LEAST and plan.watermark < size:
                     await download.changed()
                     continue
-                n = min(ready, HASH_MOST)
-                flush = plan.written - flushed >= FLUSH_EVERY
-                if flush:
+                if plan.written - flushed >= FLUSH_EVERY and (flush is None or flush.done()):
+                    if flush is not None:
+                        flush.result()  # a failed flush is a failing disk
                     flushed = plan.written
-                await asyncio.to_thread(self._hash_and_flush, h, rfd, hashed, n, flush)
+                    flush = asyncio.ensure_future(asyncio.to_thread(os.fdatasync, self.fd))
+                n = min(ready, HASH_MOST)
+                await asyncio.to_thread(_hash_span, h, rfd, hashed, n)
                 hashed += n
         finally:
             os.close(rfd)
+            # Never leave a flush running on a descriptor the caller is about to close.
+            if flush is not None:
+                with contextlib.suppress(OSError):
+                    await asyncio.shield(flush)
+        if flush is not None:
+            flush.result()
         if h.hexdigest() != download.digest.hex:
             raise IntegrityError(download.key, f"content does not match {download.digest}")
-
-    def _hash_and_flush(self, h: hashlib._Hash, rfd: int, offset: int, n: int, flush: bool) -> None:
-        _hash_span(h, rfd, offset, n)
-        if flush:
-            os.fdatasync(self.fd)

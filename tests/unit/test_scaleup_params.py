@@ -32,7 +32,7 @@ def test_capped_flags_default_to_moto_and_regsidecar_defaults() -> None:
     assert download["part_bytes"] == 16 * MIB
     assert download["connections_per_blob"] == 8
     assert download["max_connections"] == 32
-    assert download["parallel_after_s"] == 0.5
+    assert download["parallel_after_s"] == 1.0
     j = p.to_json()
     assert j["s3"] == {"server": "moto", "conn_mbit": None}
     assert j["s3_conn_mbit"] is None and j["part_bytes"] is None
