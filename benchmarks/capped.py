@@ -21,17 +21,15 @@ request-rate limits, per-prefix limits; the cap is nginx's pacing (within ~7%).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import statistics
 import time
 from typing import Any
 
-from benchmarks.coldstream import self_cpu_s, stream_all
+from benchmarks.coldstream import timed_get
 from benchmarks.common import Env, _DirClient, log, ratio, wait_quiet
 from benchmarks.loadgen import MiB
-from benchmarks.procstat import cpu_seconds, machine_busy_s
 from regsidecar.storage import layout
 from tests.rig.cappeds3 import CappedS3
 from tests.rig.registry import Distribution
@@ -69,12 +67,7 @@ def _timed(
     waited = wait_quiet(env.cfg.quiet_wait_s)
     mark = s3.mark()
     pids = [p for p in (pid, s3.nginx_pid) if p is not None]
-    cpu0 = {p: cpu_seconds(p) for p in pids}
-    me0, busy0 = self_cpu_s(), machine_busy_s()
-    [r] = asyncio.run(stream_all([(url, digest)], env.cfg.stream_timeout_s))
-    cpu = {p: cpu_seconds(p) - cpu0[p] for p in pids}
-    me = self_cpu_s() - me0
-    other = machine_busy_s() - busy0 - sum(cpu.values()) - me
+    r, cpu, me, other = timed_get(url, digest, env.cfg.stream_timeout_s, pids)
     row = {
         "path": label,
         **r,

@@ -21,10 +21,10 @@ import time
 from collections import Counter
 from typing import Any
 
-from benchmarks.coldstream import self_cpu_s, stream_all
+from benchmarks.coldstream import stream_all, timed_get
 from benchmarks.common import Env, log, mib, ratio, s3_args, start_sidecar, wait_quiet
 from benchmarks.loadgen import MiB
-from benchmarks.procstat import RssSampler, cpu_seconds, machine_busy_s, status_kib
+from benchmarks.procstat import RssSampler, cpu_seconds, status_kib
 from regsidecar.config import DownloadSettings
 from regsidecar.storage import layout
 from tests.s3tree import BucketWriter
@@ -62,13 +62,7 @@ def _timed_get(env: Env, label: str, url: str, digest: str, pid: int) -> dict[st
     moto_pid = env.moto.pid
     waited = wait_quiet(env.cfg.quiet_wait_s)
     mark = env.moto.mark()
-    pids = {pid, moto_pid}
-    cpu0 = {p: cpu_seconds(p) for p in pids}
-    me0, busy0 = self_cpu_s(), machine_busy_s()
-    [r] = asyncio.run(stream_all([(url, digest)], env.cfg.stream_timeout_s))
-    cpu = {p: cpu_seconds(p) - cpu0[p] for p in pids}
-    me = self_cpu_s() - me0
-    other = machine_busy_s() - busy0 - sum(cpu.values()) - me
+    r, cpu, me, other = timed_get(url, digest, env.cfg.stream_timeout_s, sorted({pid, moto_pid}))
     reqs = env.moto.requests(since=mark)
     row = {
         "path": label,

@@ -59,6 +59,20 @@ async def stream_all(urls: list[tuple[str, str]], timeout_s: float) -> list[dict
         return await asyncio.gather(*(stream_one(session, u, d) for u, d in urls))
 
 
+def timed_get(
+    url: str, digest: str, timeout_s: float, pids: list[int]
+) -> tuple[dict[str, Any], dict[int, float], float, float]:
+    """One streamed GET (:func:`stream_one`) and the CPU seconds meanwhile of each of
+    ``pids``, of this client, and of the rest of the machine."""
+    cpu0 = {p: cpu_seconds(p) for p in pids}
+    me0, busy0 = self_cpu_s(), machine_busy_s()
+    [r] = asyncio.run(stream_all([(url, digest)], timeout_s))
+    cpu = {p: cpu_seconds(p) - cpu0[p] for p in pids}
+    me = self_cpu_s() - me0
+    other = machine_busy_s() - busy0 - sum(cpu.values()) - me
+    return r, cpu, me, other
+
+
 def upload_cold_blobs(env: Env) -> dict[str, Any]:
     """Generate and PUT --rss-blobs random blobs to the moto bucket ``rss``, one at a time (the
     process never holds more than one); stop early when the next one would pass the budget."""

@@ -12,12 +12,24 @@ from pathlib import Path
 import aiohttp
 
 from regsidecar.storage import layout
-from tests.rig.faultproxy import ProxyRequest
+from tests.conftest import s3_args
+from tests.rig.faultproxy import FaultProxy, ProxyRequest
 from tests.rig.images import OCIImage
 from tests.s3tree import BucketWriter
 from tests.sidecar import Sidecar
 
 MiB = 1024 * 1024
+
+
+def proxied_sidecar(
+    proxy: FaultProxy, bucket: str, data_dir: Path, env: dict[str, str] | None = None
+) -> Sidecar:
+    """A sidecar whose S3 endpoint is the proxy (any free disk will do for its cache)."""
+    return Sidecar(
+        s3_args(proxy.url, bucket),
+        data_dir=data_dir,
+        env={"REGSIDECAR_CACHE_MIN_FREE_BYTES": "0", **(env or {})},
+    )
 
 
 def _sha256_file(path: Path) -> str:

@@ -32,8 +32,8 @@ import pytest
 
 from regsidecar.oci import mediatypes
 from regsidecar.storage import layout
-from tests.conftest import require, s3_args
-from tests.pullcheck import assert_cache_verified, get_digest, seed_layout
+from tests.conftest import require
+from tests.pullcheck import assert_cache_verified, get_digest, proxied_sidecar, seed_layout
 from tests.rig.dockerd import Dockerd
 from tests.rig.faultproxy import FaultProxy
 from tests.rig.images import build_oci_layout
@@ -62,11 +62,7 @@ def _sidecar(
     proxy: FaultProxy, bucket: str, data_dir: Path, env: dict[str, str] | None = None
 ) -> Sidecar:
     """A sidecar whose S3 endpoint is the proxy."""
-    return Sidecar(
-        s3_args(proxy.url, bucket),
-        data_dir=data_dir,
-        env={"REGSIDECAR_CACHE_MIN_FREE_BYTES": "0", **(env or {})},
-    )
+    return proxied_sidecar(proxy, bucket, data_dir, env)
 
 
 def _hex(digest: str) -> str:

@@ -18,11 +18,12 @@ import aiohttp
 import pytest
 
 from regsidecar.storage import layout
-from tests.conftest import require, s3_args
+from tests.conftest import require
 from tests.pullcheck import (
     assert_cache_verified,
     assert_no_span_asked_twice,
     get_digest,
+    proxied_sidecar,
     seed_layout,
     span_of,
 )
@@ -32,7 +33,7 @@ from tests.rig.faultproxy import FaultProxy
 from tests.rig.images import build_oci_layout
 from tests.rig.moto import MotoServer
 from tests.rig.registry import Distribution
-from tests.s3tree import BucketWriter
+from tests.s3tree import BucketWriter, digest_of
 from tests.sidecar import Sidecar, wait_for
 
 pytestmark = pytest.mark.rig
@@ -48,11 +49,7 @@ RANGED = {
 def _sidecar(
     proxy: FaultProxy, bucket: str, data_dir: Path, env: dict[str, str] | None = None
 ) -> Sidecar:
-    return Sidecar(
-        s3_args(proxy.url, bucket),
-        data_dir=data_dir,
-        env={"REGSIDECAR_CACHE_MIN_FREE_BYTES": "0", **RANGED, **(env or {})},
-    )
+    return proxied_sidecar(proxy, bucket, data_dir, {**RANGED, **(env or {})})
 
 
 def _parts(size: int, part: int = MiB) -> list[tuple[int, int]]:
@@ -150,11 +147,7 @@ async def test_a_small_blob_is_one_plain_get(
     data = os.urandom(3 * MiB)
     digest = writer.blob("app", data)
     key = layout.blob_data(digest)
-    with Sidecar(
-        s3_args(proxy.url, bucket),
-        data_dir=tmp_path / "data",
-        env={"REGSIDECAR_CACHE_MIN_FREE_BYTES": "0"},
-    ) as sc:
+    with proxied_sidecar(proxy, bucket, tmp_path / "data") as sc:
         async with aiohttp.ClientSession() as session:
             status, got, _, _ = await get_digest(session, f"{sc.url}/v2/app/blobs/{digest}")
         assert (status, got) == (200, digest)
@@ -393,3 +386,39 @@ def test_ranged_parts_from_a_fallback_registry_when_s3_is_down(
             fallback = f'{{kind="range",source="{dist.host.split(":")[0]}"}}'
             assert _metric(text, "regsidecar_download_requests_total", fallback) >= 2
             assert_cache_verified(sc)
+
+
+@pytest.mark.timeout(60)
+async def test_parts_follow_the_part_size_of_a_multipart_upload(
+    moto: MotoServer, writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """A blob uploaded to S3 in 5 MiB parts (its ETag says "-6"): the sidecar's ranged GETs
+    follow those parts (AWS: GETs aligned with the upload's parts perform best), not its own
+    1 MiB setting."""
+    data = os.urandom(28 * MiB)
+    digest = digest_of(data)
+    key = layout.blob_data(digest)
+    writer.put(layout.layer_link("app", digest), digest.encode())
+    s3 = moto.client()
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
+    etags = []
+    for i, start in enumerate(range(0, len(data), 5 * MiB), start=1):
+        part = s3.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload["UploadId"],
+            PartNumber=i,
+            Body=data[start : start + 5 * MiB],
+        )
+        etags.append({"PartNumber": i, "ETag": part["ETag"]})
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": etags}
+    )
+    assert s3.head_object(Bucket=bucket, Key=key)["ETag"].endswith('-6"')
+    with _sidecar(proxy, bucket, tmp_path / "data") as sc:
+        async with aiohttp.ClientSession() as session:
+            status, got, n, _ = await get_digest(session, f"{sc.url}/v2/app/blobs/{digest}")
+        assert (status, got, n) == (200, digest, len(data))
+        gets = proxy.select("GET", key)
+        assert sorted(span_of(g, len(data)) for g in gets) == _parts(len(data), 5 * MiB)
+        assert_cache_verified(sc)

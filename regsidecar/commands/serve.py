@@ -16,11 +16,14 @@ def register(sub: SubParsers) -> None:
     serve = sub.add_parser(
         "serve",
         help="serve the registry API on the configured store (push only for writers)",
-        description="Serve the OCI distribution API (docker pull localhost:5000/...). It is "
-        "read-only unless auth.htpasswd or auth.tokens names writers; then those may push, "
-        "delete (push.delete) and promote (POST /-/promote). Under systemd "
-        "(Type=notify) it reports READY=1 once it listens and the store answers or the cache "
-        "holds content, and pings the watchdog when WatchdogSec= is set.",
+        description="Serve the OCI distribution API (docker pull localhost:5000/...). A blob "
+        "that is not cached is fetched from the store once however many clients ask, and "
+        "over parallel ranged GETs once one connection proves too slow (download.* "
+        "settings, env REGSIDECAR_DOWNLOAD_*); no response's last byte leaves before the "
+        "blob is verified. It is read-only unless auth.htpasswd or auth.tokens names "
+        "writers; then those may push, delete (push.delete) and promote (POST /-/promote). "
+        "Under systemd (Type=notify) it reports READY=1 once it listens and the store "
+        "answers or the cache holds content, and pings the watchdog when WatchdogSec= is set.",
     )
     add_settings_flags(serve)
     serve.set_defaults(run=run_serve, serves=True)

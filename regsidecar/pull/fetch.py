@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 
 # How often a running download reconsiders its number of connections.
 EXPAND_EVERY_S = 0.05
-# The rate of the first connection is judged after at least this long from its first byte.
+# The first connection's rate is measured from WARMUP_S after its first byte (TCP slow start
+# and a fresh process's first chunks would understate it), over at least MIN_SAMPLE_S.
+WARMUP_S = 0.05
 MIN_SAMPLE_S = 0.1
 # The hasher reads the written prefix in spans of at least this much (fewer thread hops),
 # at most HASH_MOST at a time.
@@ -112,6 +114,7 @@ class Fetcher:
         self.metrics = metrics
         self._workers: set[asyncio.Task[None]] = set()
         self._first_byte_at: float | None = None
+        self._sample_from: tuple[float, int] | None = None  # (time, bytes written then)
         # For the "blob cached" log line and the benchmarks.
         self.requests = 0
         self.most_connections = 0
@@ -174,16 +177,20 @@ class Fetcher:
 
     def _worth_more(self) -> bool:
         """Whether the connections running would take longer than ``parallel_after_s`` for
-        what is left, at the rate they have shown since the first byte."""
+        what is left, at the rate they have shown since the warm-up after the first byte."""
         if self.options.parallel_after_s <= 0:
             return True
         if self._first_byte_at is None:
             return False
-        elapsed = time.monotonic() - self._first_byte_at
-        if elapsed < MIN_SAMPLE_S:
+        now, plan = time.monotonic(), self.download.plan
+        if self._sample_from is None:
+            if now - self._first_byte_at >= WARMUP_S:
+                self._sample_from = (now, plan.written)
             return False
-        plan = self.download.plan
-        rate = plan.written / elapsed
+        since, written = self._sample_from
+        if now - since < MIN_SAMPLE_S:
+            return False
+        rate = (plan.written - written) / (now - since)
         return rate <= 0 or (plan.size - plan.written) / rate > self.options.parallel_after_s
 
     async def _worker(self, part: Part | None, open_ended: bool) -> None:
