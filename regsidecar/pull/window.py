@@ -10,9 +10,10 @@ looks at that interval and moves its limit:
 * **connections no longer add throughput**: each connection is getting clearly less than one
   connection gets on its own (the best per-connection rate seen, decaying slowly), so
   something they share binds (the host's NIC, the source's own limit, this host's CPU):
-  shrink to the connections the aggregate rate is worth, plus slack and one to keep probing.
-* **wanted more and could not** (a download asked for connections beyond the limit), with
-  neither of the above: grow by a quarter, up to ``maximum``.
+  shrink to the connections the aggregate rate is worth, plus slack.
+* **wanted more and could not** (a download asked for connections beyond the limit) while
+  the window was full all interval, with neither of the above: grow by one, up to
+  ``maximum`` (additive increase, multiplicative decrease, as TCP).
 
 That is the control loop of TCP Vegas applied to connections: per-connection throughput is
 the signal, as round-trip time is Vegas's. A single connection's rate is what S3 gives one
@@ -25,7 +26,7 @@ window opens to ``maximum``.
 4
 >>> for _ in range(4): w.opened()
 >>> w.received(40_000_000); t[0] = 1.0
->>> w.grant(8), w.limit  # nothing held them back: the window grows by a quarter
+>>> w.grant(8), w.limit  # full, wanted more, each got its share: the window grows by one
 (1, 5)
 """
 
@@ -140,14 +141,20 @@ class ConnectionWindow:
             pass  # already halved by throttled(); no growth in an interval with refusals
         elif conns >= 1.5 and per_conn * (1 + self.slack) < self.best_per_conn:
             worth = self.rate / self.best_per_conn
-            self.limit = max(1, min(self.limit, math.ceil(worth * (1 + self.slack)) + 1))
-        elif self._wanted:
-            self.limit = min(self.maximum, self.limit + max(1, self.limit // 4))
+            self.limit = max(1, min(self.limit, math.ceil(worth * (1 + self.slack))))
+        elif self._wanted and conns >= self.limit - 0.5:
+            # Additive increase, and only from a window that was full all interval long: the
+            # rates measured are then those of the current limit, not of fewer connections.
+            # (Growing faster ran ahead of the measurement: parts last seconds on a slow link,
+            # and connections opened before a shrink stay open until their part is done.)
+            self.limit = min(self.maximum, self.limit + 1)
         if self.limit != before:
             self.changes += 1
-        # A slow decay: a best rate that conditions no longer give stops holding the window
-        # down, and the window probes upwards again.
-        best = self.best_per_conn * self.decay
+        # The best rate decays only while nobody presses on the window: under load it is
+        # the yardstick (decaying then, it would follow the rate down as connections are
+        # added, and the window would never stop growing); once idle, a best that conditions
+        # no longer give stops holding the next burst down.
+        best = self.best_per_conn if self._wanted else self.best_per_conn * self.decay
         if conns >= 0.5 and self._bytes > 0:
             best = max(best, per_conn)
         if self._solo_s >= self.interval_s / 4 and self._solo_bytes > 0:

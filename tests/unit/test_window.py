@@ -18,16 +18,29 @@ class Clock:
         return self.t
 
 
-def run(w: ConnectionWindow, clock: Clock, conns: int, per_conn: float, seconds: float) -> None:
-    """Hold ``conns`` connections open for ``seconds``, each receiving ``per_conn`` bytes/s,
-    in 0.1 s steps (asking for one more than the limit each step, as a busy host does)."""
-    while w.in_flight < conns:
-        w.opened()
-    while w.in_flight > conns:
-        w.closed()
+def run(
+    w: ConnectionWindow,
+    clock: Clock,
+    conns: int,
+    per_conn: float,
+    seconds: float,
+    shared: float | None = None,
+) -> None:
+    """For ``seconds``, in 0.1 s steps: hold ``conns`` connections open (at most the limit,
+    as downloads that fill the window do), each receiving ``per_conn`` bytes/s, all of them
+    together at most ``shared`` bytes/s (a NIC), asking for one more than the limit each
+    step, as a busy host does."""
     for _ in range(round(seconds / 0.1)):
+        want = min(conns, w.limit)
+        while w.in_flight < want:
+            w.opened()
+        while w.in_flight > want:
+            w.closed()
         clock.t += 0.1
-        w.received(int(conns * per_conn * 0.1))
+        rate = w.in_flight * per_conn
+        if shared is not None:
+            rate = min(rate, shared)
+        w.received(int(rate * 0.1))
         w.grant(w.limit + 1)
 
 
@@ -48,19 +61,21 @@ def test_grows_while_every_connection_gets_what_one_gets_alone() -> None:
     clock = Clock()
     w = ConnectionWindow(32, initial=4, now=clock)
     run(w, clock, 1, 40 * MB, 1.0)  # a lone connection shows what one gets
-    for _ in range(20):
-        run(w, clock, w.limit, 40 * MB, 0.5)
+    run(w, clock, 64, 40 * MB, 20.0)
     assert w.limit == 32
 
 
 def test_shrinks_when_more_connections_share_one_bottleneck() -> None:
     """A 100 MB/s NIC and 40 MB/s per connection: 8 connections get 12.5 MB/s each, so the
-    window falls to about what 100 MB/s is worth (2.5 connections), plus slack and one."""
+    window falls to about what 100 MB/s is worth (2.5 connections), plus slack; however long
+    the load lasts, it stays there."""
     clock = Clock()
     w = ConnectionWindow(32, initial=8, now=clock)
     run(w, clock, 1, 40 * MB, 1.0)
-    run(w, clock, 8, 100 * MB / 8, 0.6)
-    assert 3 <= w.limit <= 5
+    run(w, clock, 64, 40 * MB, 0.6, shared=100 * MB)
+    assert 3 <= w.limit <= 4
+    run(w, clock, 64, 40 * MB, 60.0, shared=100 * MB)
+    assert 3 <= w.limit <= 4
     assert w.grant(8) == 0 or w.in_flight < w.limit
 
 
@@ -82,8 +97,7 @@ def test_recovers_after_throttling_stops() -> None:
     clock.t += 0.6
     w.grant(1)
     assert w.limit == 8
-    for _ in range(10):
-        run(w, clock, w.limit, 40 * MB, 0.5)
+    run(w, clock, 64, 40 * MB, 6.0)
     assert w.limit == 16
 
 
@@ -129,3 +143,30 @@ def test_an_idle_window_does_not_grow() -> None:
 def test_maximum_must_be_positive(bad: int) -> None:
     with pytest.raises(ValueError):
         ConnectionWindow(bad)
+
+
+def test_holds_near_what_a_shared_limit_is_worth() -> None:
+    """8 Mbit/s host, 1 Mbit/s per connection (the scale-up sweep's caps): wanting far more,
+    the window settles around the 8 connections the host can feed, never far above."""
+    clock = Clock()
+    w = ConnectionWindow(32, initial=8, now=clock)
+    run(w, clock, 1, 125_000, 1.0)
+    seen = []
+    for _ in range(120):  # 60 s in 0.5 s slices
+        run(w, clock, 64, 125_000, 0.5, shared=1_000_000)
+        seen.append(w.limit)
+    assert max(seen) <= 11 and min(seen[10:]) >= 8, seen
+
+
+def test_the_best_rate_is_forgotten_only_while_idle() -> None:
+    """Under load the best per-connection rate holds (it is the yardstick); idle, it decays,
+    so a best that conditions no longer give does not hold the next burst down."""
+    clock = Clock()
+    w = ConnectionWindow(32, initial=8, now=clock)
+    run(w, clock, 1, 40 * MB, 1.0)
+    run(w, clock, 64, 40 * MB, 30.0, shared=100 * MB)
+    assert w.best_per_conn == pytest.approx(40 * MB, rel=0.01)
+    for _ in range(100):  # 50 s, nobody asks for more
+        clock.t += 0.5
+        w.grant(0)
+    assert w.best_per_conn < 40 * MB * 0.1
