@@ -149,6 +149,25 @@ def scaleup_table(scaleup: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def single_vs_sidecar(scaleup: Mapping[str, Any]) -> list[str]:
+    """What parallel ranged parts bought: all-ready of sidecar over single, per N."""
+    by = {(r["scenario"], int(r["n"])): r for r in scaleup.get("runs", [])}
+    ns = sorted({n for s, n in by if s == "sidecar"} & {n for s, n in by if s == "single"})
+    pairs = []
+    for n in ns:
+        b, s = _ready(by[("sidecar", n)]), _ready(by[("single", n)])
+        if b is not None and s:
+            pairs.append(f"N={n} {b / s:.3f}")
+    if not pairs:
+        return []
+    return [
+        "All ready, sidecar (ranged parts) / single (one connection per blob): "
+        + ", ".join(pairs)
+        + ".",
+        "",
+    ]
+
+
 def machine_table(micro: Mapping[str, Any] | None, scaleup: Mapping[str, Any] | None) -> list[str]:
     m: dict[str, Any] = {**((scaleup or {}).get("machine") or {})}
     m.update(((micro or {}).get("meta") or {}).get("machine") or {})
@@ -218,17 +237,29 @@ def render(
     md += ["", "## Scale-up", ""]
     if scaleup:
         p = scaleup.get("params", {})
+        conn = p.get("s3_conn_mbit")
+        s3 = (
+            f"S3 = nginx serving the bucket with {conn:g} Mbit/s per connection (S3's per-"
+            "connection limit, scaled like the host caps: about 1/8 of a host's NIC), "
+            + (f"sidecar parts of {p['part_mib']:g} MiB, " if p.get("part_mib") else "")
+            if conn
+            else f"S3 = moto, egress cap {p.get('s3_mbit') or 'none'}, "
+        )
         md += [
             f"{p.get('image_bytes', 0) / 2**20:g} MiB image in {p.get('layers', '?')} layers; "
             f"per-host cap {p.get('host_mbit', '-')} Mbit/s, central registry cap "
-            f"{p.get('central_mbit', '-')} Mbit/s, S3 cap {p.get('s3_mbit') or 'none'}; docker-"
-            f"like concurrency {p.get('concurrency', '-')}. Scenarios: central = every host "
-            "pulls from one registry:2; sidecar = every host pulls through its own cold "
-            "regsidecar from S3; warmed = the sidecars were warmed first. 'all ready' is the "
-            "time until the last host has the image; CPU busy max is the whole machine's.",
+            f"{p.get('central_mbit', '-')} Mbit/s; {s3}docker-like concurrency "
+            f"{p.get('concurrency', '-')}. Scenarios: central = every host pulls from one "
+            "registry:2 on the same S3; sidecar = every host pulls through its own cold "
+            "regsidecar (default download settings: ranged parts once one connection is too "
+            "slow); single = the same with one connection per blob "
+            "(`download.connections_per_blob: 1`, the behaviour before ranged parts); "
+            "warmed = the sidecars were warmed first. 'all ready' is the time until the last "
+            "host has the image; CPU busy max is the whole machine's.",
             "",
             *scaleup_table(scaleup),
             "",
+            *single_vs_sidecar(scaleup),
         ]
         made = resultplots.scaleup_plots(scaleup, plots)
         md += [link(name, alt) for name, alt in made]

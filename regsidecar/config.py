@@ -23,6 +23,7 @@ key upper-cased with ``.`` as ``_``::
       max_parts_per_blob: 16                REGSIDECAR_DOWNLOAD_MAX_PARTS_PER_BLOB
       connections_per_blob: 8               REGSIDECAR_DOWNLOAD_CONNECTIONS_PER_BLOB
       max_connections: 32                   REGSIDECAR_DOWNLOAD_MAX_CONNECTIONS
+      stall_s: 5                            REGSIDECAR_DOWNLOAD_STALL_S
       parallel_after_s: 1.0                 REGSIDECAR_DOWNLOAD_PARALLEL_AFTER_S
     clock:
       correct: true                         REGSIDECAR_CLOCK_CORRECT
@@ -213,6 +214,9 @@ class DownloadSettings(_Model):
     max_parts_per_blob: int = Field(16, ge=0)
     connections_per_blob: int = Field(8, ge=1, le=64)  # 1 = one connection per blob
     max_connections: int = Field(32, ge=1, le=1024)  # per source, every download together
+    # A blob request that delivers nothing for this long is abandoned and its part resumed
+    # on a new connection (AWS: retry slow requests rather than wait them out).
+    stall_s: float = Field(5.0, gt=0)
     # More connections only for a blob whose first connection would need longer than this for
     # the rest: below it, parts save little time and multiply a fleet's GETs of that blob.
     parallel_after_s: float = Field(1.0, ge=0)  # 0 = ranged parts from the start

@@ -422,3 +422,28 @@ async def test_parts_follow_the_part_size_of_a_multipart_upload(
         gets = proxy.select("GET", key)
         assert sorted(span_of(g, len(data)) for g in gets) == _parts(len(data), 5 * MiB)
         assert_cache_verified(sc)
+
+
+@pytest.mark.timeout(60)
+async def test_a_part_that_goes_silent_is_resumed_on_a_new_connection(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """Part 2's response stops sending after 100 KiB (held 30 s): after
+    ``download.stall_s`` (1 s here) that request is given up and the part resumed from byte
+    2 MiB + 100 KiB on a new connection; the pull does not wait out the stall."""
+    data = os.urandom(4 * MiB)
+    digest = writer.blob("app", data)
+    key = layout.blob_data(digest)
+    part2 = f"bytes={2 * MiB}-{3 * MiB - 1}"
+    proxy.stall(30.0, after_bytes=100 * KiB, times=1, path_contains=key, range_header=part2)
+    with _sidecar(proxy, bucket, tmp_path / "data", {"REGSIDECAR_DOWNLOAD_STALL_S": "1"}) as sc:
+        t0 = time.monotonic()
+        async with aiohttp.ClientSession() as session:
+            status, got, n, _ = await get_digest(session, f"{sc.url}/v2/app/blobs/{digest}")
+        elapsed = time.monotonic() - t0
+        assert (status, got, n) == (200, digest, len(data))
+        assert elapsed < 10, f"waited out the stall: {elapsed:.1f} s"
+        ranges = [g.range for g in proxy.select("GET", key)]
+        assert f"bytes={2 * MiB + 100 * KiB}-{3 * MiB - 1}" in ranges, ranges
+        proxy.release_stalls()
+        assert_cache_verified(sc)

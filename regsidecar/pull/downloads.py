@@ -72,6 +72,7 @@ class Downloads:
         self._options = FetchOptions(
             connections_per_blob=settings.download.connections_per_blob,
             parallel_after_s=settings.download.parallel_after_s,
+            stall_s=settings.download.stall_s,
             max_resumes=settings.retry.max_resumes,
             retry=settings.retry.policy(),
         )

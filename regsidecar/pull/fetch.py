@@ -59,7 +59,8 @@ FLUSH_EVERY = 16 * 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class FetchOptions:
     connections_per_blob: int = 8
-    parallel_after_s: float = 0.5
+    parallel_after_s: float = 1.0
+    stall_s: float = 5.0  # a request that delivers nothing for this long is given up on
     max_resumes: int = 10  # per part
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -253,7 +254,7 @@ class Fetcher:
         self.metrics.observe_download_request(source.name, ranged=part.pos > 0 or end is not None)
         try:
             async with closing(source.open(self.repo, download.digest, part.pos, end)) as chunks:
-                async for chunk in chunks:
+                while (chunk := await self._next(chunks, source.name)) is not None:
                     if self._first_byte_at is None:
                         self._first_byte_at = time.monotonic()
                     window.received(len(chunk))
@@ -273,6 +274,21 @@ class Fetcher:
                 download.key,
                 f"{source.name}: short read at {lease.part.pos} of part {lease.part.index}",
             )
+
+    async def _next(self, chunks: AsyncIterator[bytes], source: str) -> bytes | None:
+        """The next chunk of a response, or None at its end. A response that gives nothing
+        for ``stall_s`` (headers included) is given up on, and its part resumed on a new
+        connection: AWS advises retrying slow S3 requests rather than waiting them out, and
+        a starved TCP connection can otherwise sit silent until the read timeout (30 s)."""
+        try:
+            async with asyncio.timeout(self.options.stall_s):
+                return await anext(chunks)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError as exc:
+            raise UpstreamUnavailable(
+                self.download.key, f"{source}: nothing for {self.options.stall_s:g} s"
+            ) from exc
 
     def _store(self, lease: _Lease, chunk: bytes, *, open_ended: bool) -> bool:
         """Write ``chunk`` at the leased part's position. An open-ended response runs on into
