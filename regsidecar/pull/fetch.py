@@ -37,6 +37,7 @@ from regsidecar.metrics import Metrics
 from regsidecar.pull.download import Download
 from regsidecar.pull.parts import Part
 from regsidecar.pull.sources import BlobSource, Chooser
+from regsidecar.pull.window import ConnectionWindow
 from regsidecar.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,10 @@ class Fetcher:
         if first is None:
             return  # an empty blob
         # With parallel_after_s 0 ranged parts start at once: the first request is ranged too.
-        self._spawn(first, open_ended=self.options.parallel_after_s > 0)
+        # The first connection is never refused (the download slots bound those).
+        window = self.chooser.current().window
+        window.opened()
+        self._spawn(first, window, open_ended=self.options.parallel_after_s > 0)
         self._expand()
         while self._workers:
             done, _ = await asyncio.wait(
@@ -158,10 +162,14 @@ class Fetcher:
                 # Every worker stopped for the window while parts remain: one goes on.
                 part = plan.claim()
                 if part is not None:
-                    self._spawn(part, open_ended=False)
+                    window = self.chooser.current().window
+                    window.opened()
+                    self._spawn(part, window, open_ended=False)
 
-    def _spawn(self, part: Part, *, open_ended: bool) -> None:
-        task = asyncio.create_task(self._worker(part, open_ended))
+    def _spawn(self, part: Part, window: ConnectionWindow, *, open_ended: bool) -> None:
+        """A worker for ``part`` holding one connection of ``window`` (already counted there)
+        until it ends."""
+        task = asyncio.create_task(self._worker(part, window, open_ended))
         self._workers.add(task)
         self.most_connections = max(self.most_connections, len(self._workers))
 
@@ -170,11 +178,14 @@ class Fetcher:
         want = min(self.options.connections_per_blob - len(self._workers), plan.unclaimed())
         if want <= 0 or not self._worth_more():
             return
-        for _ in range(self.chooser.current().window.grant(want)):
+        window = self.chooser.current().window
+        granted = window.grant(want)
+        for _ in range(granted):
             part = plan.claim()
             if part is None:
-                return
-            self._spawn(part, open_ended=False)
+                window.closed()  # granted but not needed after all
+                continue
+            self._spawn(part, window, open_ended=False)
 
     def _worth_more(self) -> bool:
         """Whether the connections running would take longer than ``parallel_after_s`` for
@@ -194,14 +205,17 @@ class Fetcher:
         rate = (plan.written - written) / (now - since)
         return rate <= 0 or (plan.size - plan.written) / rate > self.options.parallel_after_s
 
-    async def _worker(self, part: Part | None, open_ended: bool) -> None:
+    async def _worker(self, part: Part | None, window: ConnectionWindow, open_ended: bool) -> None:
         plan = self.download.plan
-        while part is not None:
-            await self._fetch_part(part, open_ended)
-            open_ended = False
-            if self.chooser.current().window.over() and len(self._workers) > 1:
-                return  # the window shrank: this connection stops, the others go on
-            part = plan.claim()
+        try:
+            while part is not None:
+                await self._fetch_part(part, open_ended)
+                open_ended = False
+                if window.over() and len(self._workers) > 1:
+                    return  # the window shrank: this connection stops, the others go on
+                part = plan.claim()
+        finally:
+            window.closed()
 
     async def _fetch_part(self, part: Part, open_ended: bool) -> None:
         """Fetch ``part`` (and, on an open-ended response, the free parts after it) to its
@@ -248,7 +262,6 @@ class Fetcher:
         short of the part's end."""
         download, window = self.download, source.window
         part = lease.part
-        window.opened()
         self.requests += 1
         self.sources.add(source.name)
         self.metrics.observe_download_request(source.name, ranged=part.pos > 0 or end is not None)
@@ -267,8 +280,6 @@ class Fetcher:
         except NotFound as exc:
             # The blob was there a moment ago (its size was read): a transient answer.
             raise UpstreamUnavailable(download.key, f"{source.name}: {exc}") from exc
-        finally:
-            window.closed()
         if not lease.part.done:
             raise UpstreamUnavailable(
                 download.key,

@@ -22,9 +22,8 @@ window opens to ``maximum``.
 
 >>> t = [0.0]
 >>> w = ConnectionWindow(16, initial=4, now=lambda: t[0])
->>> w.grant(8)          # four may open; asking for more marks the window as wanted
+>>> w.grant(8)          # four may open (and count as open); asking for more marks it wanted
 4
->>> for _ in range(4): w.opened()
 >>> w.received(40_000_000); t[0] = 1.0
 >>> w.grant(8), w.limit  # full, wanted more, each got its share: the window grows by one
 (1, 5)
@@ -48,6 +47,7 @@ class ConnectionWindow:
         interval_s: float = 0.5,
         slack: float = 0.25,
         decay: float = 0.97,
+        smoothing: float = 0.5,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         if maximum < 1:
@@ -57,9 +57,11 @@ class ConnectionWindow:
         self.interval_s = interval_s
         self.slack = slack
         self.decay = decay
+        self.smoothing = smoothing
         self._now = now
         self.in_flight = 0
         self.best_per_conn = 0.0  # bytes/s one connection has been seen to get
+        self.per_conn = 0.0  # bytes/s each open connection got, smoothed over intervals
         self.rate = 0.0  # bytes/s over the last interval
         self.throttles = 0  # since start (a metric)
         self.changes = 0  # limit changes since start
@@ -115,12 +117,17 @@ class ConnectionWindow:
     # -- decisions ------------------------------------------------------------------------
 
     def grant(self, want: int) -> int:
-        """How many of ``want`` more connections may open now."""
+        """How many of ``want`` more connections may open now; they count as open from this
+        moment (call :meth:`closed` for each when it ends), so downloads asking at the same
+        moment cannot all be granted the same room."""
         self._update()
         room = max(0, self.limit - self.in_flight)
         if want > room:
             self._wanted = True
-        return min(want, room)
+        n = min(want, room)
+        for _ in range(n):
+            self.opened()
+        return n
 
     def over(self) -> bool:
         """Whether more connections are open than the limit allows (a worker that finishes a
@@ -134,12 +141,20 @@ class ConnectionWindow:
         if dt < self.interval_s:
             return
         conns = self._conn_s / dt  # mean connections open over the interval
-        per_conn = self._bytes / self._conn_s if self._conn_s > 0 else 0.0
         self.rate = self._bytes / dt
+        if conns >= 0.5 and self._bytes > 0:
+            # Smoothed over intervals: one interval's rate is noisy (a paced or bursty source,
+            # a part starting), and a best taken from raw maxima would sit above what any
+            # connection gets, so that every interval looked like a shared bottleneck.
+            per_conn = self._bytes / self._conn_s
+            a = self.smoothing
+            self.per_conn = (
+                per_conn if self.per_conn <= 0 else a * per_conn + (1 - a) * self.per_conn
+            )
         before = self.limit
         if self._throttled:
             pass  # already halved by throttled(); no growth in an interval with refusals
-        elif conns >= 1.5 and per_conn * (1 + self.slack) < self.best_per_conn:
+        elif conns >= 1.5 and self.per_conn * (1 + self.slack) < self.best_per_conn:
             worth = self.rate / self.best_per_conn
             self.limit = max(1, min(self.limit, math.ceil(worth * (1 + self.slack))))
         elif self._wanted and conns >= self.limit - 0.5:
@@ -156,13 +171,15 @@ class ConnectionWindow:
         # no longer give stops holding the next burst down.
         best = self.best_per_conn if self._wanted else self.best_per_conn * self.decay
         if conns >= 0.5 and self._bytes > 0:
-            best = max(best, per_conn)
-        if self._solo_s >= self.interval_s / 4 and self._solo_bytes > 0:
+            best = max(best, self.per_conn)
+        if self._solo_s >= self.interval_s and self._solo_bytes > 0:
+            # Time with one connection alone, gathered across intervals until there is
+            # enough of it to be a measurement.
             best = max(best, self._solo_bytes / self._solo_s)
+            self._solo_bytes = 0
+            self._solo_s = 0.0
         self.best_per_conn = best
         self._mark = t
-        self._solo_bytes = 0
-        self._solo_s = 0.0
         self._bytes = 0
         self._conn_s = 0.0
         self._throttled = 0

@@ -45,14 +45,15 @@ def run(
 
 
 def test_grant_is_bounded_by_the_limit_and_the_connections_open() -> None:
+    """What is granted counts as open at once: downloads asking at the same moment (before
+    any of their connections has started) cannot all be granted the same room."""
     clock = Clock()
     w = ConnectionWindow(8, initial=4, now=clock)
-    assert w.grant(3) == 3
-    for _ in range(3):
-        w.opened()
-    assert w.grant(3) == 1
+    w.opened()  # a download's first connection, never refused
+    assert w.grant(7) == 3 and w.in_flight == 4
+    assert w.grant(7) == 0, "a second download asking now gets nothing"
     w.closed()
-    assert w.grant(5) == 2
+    assert w.grant(5) == 1 and w.in_flight == 4
 
 
 def test_grows_while_every_connection_gets_what_one_gets_alone() -> None:
@@ -170,3 +171,16 @@ def test_the_best_rate_is_forgotten_only_while_idle() -> None:
         clock.t += 0.5
         w.grant(0)
     assert w.best_per_conn < 40 * MB * 0.1
+
+
+def test_noisy_rates_at_the_per_connection_cap_do_not_read_as_a_shared_bottleneck() -> None:
+    """A paced source (nginx limit_rate) delivers each connection's capped rate in bursts:
+    interval by interval it reads 75-125 % of the cap. The window must not take the
+    bursts' maxima for what a connection gets and shrink a window nobody is short of."""
+    clock = Clock()
+    w = ConnectionWindow(32, initial=8, now=clock)
+    run(w, clock, 1, 125_000, 1.0)
+    for i in range(60):
+        noise = (0.75, 1.25, 1.0, 0.9, 1.1)[i % 5]
+        run(w, clock, 64, 125_000 * noise, 0.5)
+    assert w.limit >= 16, w.limit
