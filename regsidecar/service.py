@@ -155,7 +155,12 @@ class Registry:
         for client in self.fallbacks.clients:
             client.on_request = partial(self.metrics.observe_upstream, client.name)
         d = settings.download
-        window = partial(ConnectionWindow, d.max_connections, initial=d.connections_per_blob)
+        window = partial(
+            ConnectionWindow,
+            d.max_connections,
+            initial=d.connections_per_blob,
+            floor=d.connections_per_blob,
+        )
         store = StoreSource(
             driver, window(), CircuitBreaker(settings.breaker.failures, settings.breaker.cooldown_s)
         )

@@ -8,9 +8,11 @@ looks at that interval and moves its limit:
   most once per interval) — S3 asks for fewer requests; a broken link gets fewer
   connections to break.
 * **connections no longer add throughput**: each connection is getting clearly less than one
-  connection gets on its own (the best per-connection rate seen, decaying slowly), so
-  something they share binds (the host's NIC, the source's own limit, this host's CPU):
-  shrink to the connections the aggregate rate is worth, plus slack.
+  connection gets on its own (the best per-connection rate seen), so something they share
+  binds (the host's NIC, the source's own limit, this host's CPU): shrink to the connections
+  the aggregate rate is worth, plus slack, but not below ``floor`` (what one blob may use:
+  this rule is for many blobs piling up connections, and a best rate inflated by a burst —
+  nginx's ``limit_rate`` catches up after a stall — must not starve one blob).
 * **wanted more and could not** (a download asked for connections beyond the limit) while
   the window was full all interval, with neither of the above: grow by one, up to
   ``maximum`` (additive increase, multiplicative decrease, as TCP).
@@ -44,6 +46,7 @@ class ConnectionWindow:
         maximum: int,
         *,
         initial: int | None = None,
+        floor: int = 1,
         interval_s: float = 0.5,
         slack: float = 0.25,
         decay: float = 0.97,
@@ -54,6 +57,9 @@ class ConnectionWindow:
             raise ValueError("maximum must be >= 1")
         self.maximum = maximum
         self.limit = min(maximum, initial or maximum)
+        # Lack of gain alone never shrinks the window below this (what one blob may use):
+        # only throttling takes it lower.
+        self.floor = max(1, min(floor, maximum))
         self.interval_s = interval_s
         self.slack = slack
         self.decay = decay
@@ -135,6 +141,12 @@ class ConnectionWindow:
         self._update()
         return self.in_flight > self.limit
 
+    def _worth(self) -> int:
+        """The connections the aggregate rate is worth at the best per-connection rate, plus
+        slack, never below the floor."""
+        worth = self.rate / self.best_per_conn
+        return max(self.floor, math.ceil(worth * (1 + self.slack)))
+
     def _update(self) -> None:
         t = self._integrate()
         dt = t - self._mark
@@ -155,8 +167,13 @@ class ConnectionWindow:
         if self._throttled:
             pass  # already halved by throttled(); no growth in an interval with refusals
         elif conns >= 1.5 and self.per_conn * (1 + self.slack) < self.best_per_conn:
-            worth = self.rate / self.best_per_conn
-            self.limit = max(1, min(self.limit, math.ceil(worth * (1 + self.slack))))
+            # Congested: never grow; shrink to what the rate is worth, but back to the floor
+            # after throttling took the window below it.
+            target = self._worth()
+            if self.limit > target:
+                self.limit = target
+            elif self.limit < self.floor and self._wanted and conns >= self.limit - 0.5:
+                self.limit += 1
         elif self._wanted and conns >= self.limit - 0.5:
             # Additive increase, and only from a window that was full all interval long: the
             # rates measured are then those of the current limit, not of fewer connections.

@@ -74,6 +74,7 @@ def test_shrinks_when_more_connections_share_one_bottleneck() -> None:
     w = ConnectionWindow(32, initial=8, now=clock)
     run(w, clock, 1, 40 * MB, 1.0)
     run(w, clock, 64, 40 * MB, 0.6, shared=100 * MB)
+    assert w.limit <= 4
     assert 3 <= w.limit <= 4
     run(w, clock, 64, 40 * MB, 60.0, shared=100 * MB)
     assert 3 <= w.limit <= 4
@@ -184,3 +185,21 @@ def test_noisy_rates_at_the_per_connection_cap_do_not_read_as_a_shared_bottlenec
         noise = (0.75, 1.25, 1.0, 0.9, 1.1)[i % 5]
         run(w, clock, 64, 125_000 * noise, 0.5)
     assert w.limit >= 16, w.limit
+
+
+def test_lack_of_gain_never_shrinks_below_the_floor_but_throttling_does() -> None:
+    """The floor (what one blob may use) bounds the shrink for lack of gain; a burst above
+    the per-connection cap (nginx's limit_rate catching up after a stall) inflating the best
+    rate must not hold one blob's window down. Throttling still goes below it, and the window
+    climbs back to the floor at once afterwards."""
+    clock = Clock()
+    w = ConnectionWindow(32, initial=8, floor=8, now=clock)
+    run(w, clock, 1, 178_000, 1.0)  # a catch-up burst taken as what one connection gets
+    run(w, clock, 64, 125_000, 10.0, shared=1_000_000)
+    assert w.limit >= 8
+    w.throttled()
+    clock.t += 0.6
+    w.throttled()
+    assert w.limit == 2
+    run(w, clock, 64, 125_000, 5.0, shared=1_000_000)
+    assert w.limit >= 8
