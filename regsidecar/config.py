@@ -32,6 +32,12 @@ key upper-cased with ``.`` as ``_``::
       htpasswd: /etc/regsidecar/htpasswd    REGSIDECAR_AUTH_HTPASSWD
       tokens: /etc/regsidecar/tokens        REGSIDECAR_AUTH_TOKENS
       writers: [ci]                         REGSIDECAR_AUTH_WRITERS   (comma-separated)
+    peer_listen: 0.0.0.0:5001               REGSIDECAR_PEER_LISTEN    ("" = off)
+    peers:                                  (any of urls / dns / ec2_* turns peer fetch on)
+      urls: [http://10.0.1.5:5001]          REGSIDECAR_PEERS_URLS     (comma-separated)
+      dns: peers.fleet.internal             REGSIDECAR_PEERS_DNS
+      ec2_asg: web-fleet                    REGSIDECAR_PEERS_EC2_ASG
+      token_file: /etc/regsidecar/peer-token  REGSIDECAR_PEERS_TOKEN_FILE
     push:
       delete: false                         REGSIDECAR_PUSH_DELETE
       protect:                              REGSIDECAR_PUSH_PROTECT   ("v*=immutable,...")
@@ -230,6 +236,72 @@ class DownloadSettings(_Model):
         return v
 
 
+def _parse_urls(value: Any) -> Any:
+    """``REGSIDECAR_PEERS_URLS=http://10.0.1.5:5001,http://10.0.1.6:5001`` -> a list."""
+    return _comma_list(value)
+
+
+class PeerSettings(_Model):
+    """Peer fetch: the sidecars of one fleet fetch each part of a blob from each other (a
+    rendezvous-hashed tree per part) and only its tree's root fetches it from the store.
+
+    Membership is the union of ``urls``, the addresses ``dns`` resolves to and, on EC2, the
+    running instances of ``ec2_asg`` / ``ec2_filters`` (``ec2:DescribeInstances``), refreshed
+    every ``refresh_s``. Peers are off while none of the three is set."""
+
+    urls: Annotated[list[str], BeforeValidator(_parse_urls)] = []
+    dns: str = ""  # a name with one A/AAAA record per host, e.g. a Route 53 multivalue name
+    ec2_asg: str = ""  # an Auto Scaling group's name
+    # Extra DescribeInstances filters, NAME=VALUE[|VALUE...], e.g. tag:fleet=web
+    ec2_filters: Annotated[list[str], BeforeValidator(_comma_list)] = []
+    ec2_region: str = ""  # "" = s3.region, then boto3's own lookup
+    ec2_endpoint_url: str = ""  # a VPC endpoint (or a test server)
+    port: int = Field(5001, gt=0, lt=65536)  # the peer port of hosts found by dns / EC2
+    scheme: Literal["http", "https"] = "http"
+    refresh_s: float = Field(30.0, gt=0)
+    # This host's peer URL as the others list it; "" = the member whose address is local
+    # and whose port is peer_listen's.
+    advertise: str = ""
+    zone: str = ""  # "" = the zone EC2 reports for this host, if any
+    fanout: int = Field(2, ge=1, le=64)  # children per member in each part's tree
+    tries: int = Field(2, ge=1, le=16)  # ancestors asked for a part before the store
+    # Shared secret for the peer listener and for asking peers ("" = none).
+    token: SecretStr | None = None
+    token_file: str = ""
+    max_uploads: int = Field(64, ge=1)  # peer responses served at once; beyond: 503
+    max_upload_bytes_per_s: ByteSize = 0  # all peer responses together; 0 = unbounded
+    quarantine_s: float = Field(600.0, gt=0)  # a peer that served wrong bytes is not asked
+    connect_timeout_s: float = Field(2.0, gt=0)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not re.match(r"https?://[^/]+$", url.rstrip("/")):
+                raise ValueError(f"expected http(s)://HOST:PORT, got {url!r}")
+        return [u.rstrip("/") for u in v]
+
+    @field_validator("advertise")
+    @classmethod
+    def _advertise(cls, v: str) -> str:
+        if v and not re.match(r"https?://[^/]+$", v.rstrip("/")):
+            raise ValueError("expected http(s)://HOST:PORT")
+        return v.rstrip("/")
+
+    @field_validator("ec2_filters")
+    @classmethod
+    def _filters(cls, v: list[str]) -> list[str]:
+        for item in v:
+            name, sep, values = item.partition("=")
+            if not sep or not name or not values:
+                raise ValueError(f"expected NAME=VALUE[|VALUE...], got {item!r}")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls or self.dns or self.ec2_asg or self.ec2_filters)
+
+
 class ClockSettings(_Model):
     """Clock-skew handling for S3 signing."""
 
@@ -334,11 +406,14 @@ class Settings(_Model):
     log: LogSettings = LogSettings()
     auth: AuthSettings = AuthSettings()
     push: PushSettings = PushSettings()
+    # Where other sidecars fetch blobs by digest (HOST:PORT, e.g. 0.0.0.0:5001); "" = off.
+    peer_listen: str = ""
+    peers: PeerSettings = PeerSettings()
 
-    @field_validator("listen", "ops_listen")
+    @field_validator("listen", "ops_listen", "peer_listen")
     @classmethod
     def _listen(cls, v: str, info: ValidationInfo) -> str:
-        if info.field_name == "ops_listen" and v == "":
+        if info.field_name in ("ops_listen", "peer_listen") and v == "":
             return v
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -367,6 +442,13 @@ class Settings(_Model):
             raise ValueError("fallback upstreams are used with an s3:// store only")
         return v
 
+    @field_validator("peers")
+    @classmethod
+    def _peers_need_a_cache(cls, v: PeerSettings, info: ValidationInfo) -> PeerSettings:
+        if v.enabled and not str(info.data.get("storage", "")).startswith("s3://"):
+            raise ValueError("peer fetch is used with an s3:// store only (it shares the cache)")
+        return v
+
     @property
     def host(self) -> str:
         return self.listen.rpartition(":")[0].strip("[]")
@@ -380,6 +462,14 @@ class Settings(_Model):
         """Where the operator endpoints listen (the pull listener unless ops_listen is set)."""
         address = self.ops_listen or self.listen
         return address.rpartition(":")[0].strip("[]"), int(address.rpartition(":")[2])
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        """Where the peer listener listens, or None when it is off."""
+        if not self.peer_listen:
+            return None
+        host, _, port = self.peer_listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @property
     def storage_kind(self) -> Literal["s3", "filesystem"]:

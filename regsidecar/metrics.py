@@ -83,6 +83,34 @@ class Metrics:
             "Blob downloads whose bytes did not match their digest (nothing was published)",
             registry=self.registry,
         )
+        # Peer fetch (the sources of blob bytes are in upstream_blob_bytes{source="peer"}).
+        self.peer_errors = Counter(
+            "regsidecar_peer_errors",
+            "Peer requests for a part given up on (down, busy, stalled, cut, refused)",
+            registry=self.registry,
+        )
+        self.peer_quarantines = Counter(
+            "regsidecar_peer_quarantines",
+            "Peers quarantined for serving bytes that failed verification",
+            registry=self.registry,
+        )
+        self.peer_uploads = Counter(
+            "regsidecar_peer_uploads",
+            "Blob requests from other sidecars on the peer listener, by outcome: served, "
+            "busy (every upload slot taken: 503), refused (token), missing",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.peer_upload_bytes = Counter(
+            "regsidecar_peer_upload_bytes",
+            "Blob bytes sent to other sidecars",
+            registry=self.registry,
+        )
+        self.peer_members = Gauge(
+            "regsidecar_peer_members",
+            "Peers in the current membership (this host included when listed)",
+            registry=self.registry,
+        )
         self.stale_serves = Counter(
             "regsidecar_stale_serves",
             "Answers given from last known state because every upstream failed",

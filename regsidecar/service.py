@@ -39,6 +39,7 @@ from regsidecar.clock.skew import SkewEstimator
 from regsidecar.config import Settings
 from regsidecar.errors import (
     BlobUnknown,
+    TooManyRequests,
     DigestInvalid,
     ManifestInvalid,
     ManifestUnknown,
@@ -51,6 +52,8 @@ from regsidecar.names import Names, write_atomic
 from regsidecar.oci import mediatypes
 from regsidecar.oci.mediatypes import ManifestInfo
 from regsidecar.oci.reference import Digest, Reference, parse_digest
+from regsidecar.peers.source import Peers
+from regsidecar.pull.download import Download
 from regsidecar.pull.downloads import Downloads
 from regsidecar.pull.sources import BlobInfo, Chooser, RegistrySource, StoreSource
 from regsidecar.pull.window import ConnectionWindow
@@ -140,9 +143,11 @@ class Registry:
         *,
         metrics: Metrics | None = None,
         fallbacks: Fallbacks | None = None,
+        peers: Peers | None = None,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.driver = driver
+        self.peers = peers
         self.reader = RegistryReader(driver)
         self.cache = cache
         self.settings = settings
@@ -184,7 +189,14 @@ class Registry:
         self._manifest_flights: SingleFlight[Digest, tuple[Manifest, str]] = SingleFlight()
         self._size_flights: SingleFlight[Digest, BlobInfo] = SingleFlight()
         self.downloads = (
-            Downloads(cache, self.chooser, settings, self.metrics, on_verified=self._mark_verified)
+            Downloads(
+                cache,
+                self.chooser,
+                settings,
+                self.metrics,
+                on_verified=self._mark_verified,
+                peers=peers,
+            )
             if cache is not None
             else None
         )
@@ -216,7 +228,12 @@ class Registry:
             cooldown_s=settings.breaker.cooldown_s,
             timeout_s=settings.s3.read_timeout_s,
         )
-        return cls(driver, cache, settings, metrics=metrics, fallbacks=fallbacks)
+        peers = None
+        if settings.peers.enabled:
+            from regsidecar.peers.fleet import open_peers
+
+            peers = await open_peers(settings, metrics)
+        return cls(driver, cache, settings, metrics=metrics, fallbacks=fallbacks, peers=peers)
 
     @property
     def clock(self) -> SkewEstimator | None:
@@ -258,6 +275,8 @@ class Registry:
         if self.downloads is not None:
             await self.downloads.close()
         await self.fallbacks.close()
+        if self.peers is not None:
+            await self.peers.close()
         await self.driver.close()
 
     async def tags(self, name: str) -> list[str]:
@@ -417,6 +436,45 @@ class Registry:
                     )
                 running = downloads.start(digest, name, info)
         return StreamingBlob(digest, running.size, running.open_reader)
+
+    async def peer_blob(
+        self, digest: Digest, *, download: bool = True
+    ) -> LocalBlob | Download | StreamingBlob:
+        """``digest`` for another sidecar (the peer listener): the verified cached file, or
+        this host's download of it, started now if none runs (its parts from this host's
+        own tree parents or the store; never the fallback registries, which need a
+        repository). No repository link is checked: peers ask by digest only, as any member
+        of the fleet may. ``download=False`` (HEAD) never starts one: a blob this host does
+        not hold is answered with its size only (a StreamingBlob that cannot be opened)."""
+        cache, downloads = self.cache, self.downloads
+        if cache is None or downloads is None:
+            raise BlobUnknown("this sidecar has no cache to share")
+        path = cache.lookup(digest)
+        size = cache.size_of(digest)
+        if path is not None and size is not None and await self._intact(digest, path):
+            return LocalBlob(digest, path, size, lambda: cache.pinned(digest), "cache")
+        running = downloads.get(digest)
+        if running is not None:
+            return running
+        try:
+            info = await self._size_flights.do(
+                digest, lambda: self.chooser.primary.stat("", digest)
+            )
+        except NotFound as exc:
+            raise BlobUnknown(detail={"digest": str(digest)}) from exc
+        except StorageError as exc:
+            raise Unavailable.from_storage(exc) from exc
+        path = cache.lookup(digest)
+        if path is not None:
+            return LocalBlob(digest, path, info.size, lambda: cache.pinned(digest), "cache")
+        running = downloads.get(digest)
+        if running is not None:
+            return running
+        if not download:
+            return StreamingBlob(digest, info.size, _not_downloading)
+        if not downloads.usable(info.size):
+            raise TooManyRequests("this sidecar's cache cannot take the blob now")
+        return downloads.start(digest, "", info)
 
     async def adopt(self, digest: Digest, path: str, size: int) -> None:
         """Keep a copy of a blob this sidecar has just verified and stored (a push) in the

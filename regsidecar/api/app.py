@@ -72,11 +72,15 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     assert isinstance(registry.driver, WritableDriver), "both stores can be written"
     app[PUSHER] = Pusher(registry.driver, settings, names=registry.names)
     app[UPLOADS] = Uploads(settings.uploads_dir, ttl_s=settings.push.upload_ttl_s)
-    saver = asyncio.get_running_loop().create_task(_save_state_every(registry, STATE_SAVE_S))
+    loop = asyncio.get_running_loop()
+    background = [loop.create_task(_save_state_every(registry, STATE_SAVE_S))]
+    if registry.peers is not None:
+        app[METRICS].peer_members.set(len(registry.peers.membership.members))
+        background.append(loop.create_task(registry.peers.membership.run()))
     yield
-    saver.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await saver
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
     await registry.close()
 
 
@@ -158,11 +162,27 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         runners.append(ops_runner)
         host, port = settings.ops_address
         await web.TCPSite(ops_runner, host, port, reuse_address=True).start()
+    peer_address = settings.peer_address
+    if peer_address is not None:
+        from regsidecar.peers.fleet import peer_token
+        from regsidecar.peers.listener import create_peer_app
+
+        peer_runner = OCIAppRunner(
+            create_peer_app(app, peer_token(settings)),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=5.0,
+        )
+        await peer_runner.setup()
+        runners.append(peer_runner)
+        host, port = peer_address
+        await web.TCPSite(peer_runner, host, port, backlog=1024, reuse_address=True).start()
     log.info(
         "listening",
         extra={
             "listen": settings.listen,
             "ops_listen": settings.ops_listen or settings.listen,
+            "peer_listen": settings.peer_listen or None,
             "store": app[REGISTRY].driver.description,
         },
     )

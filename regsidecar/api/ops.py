@@ -35,6 +35,8 @@ async def healthz(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     detail: dict[str, Any] = {"status": "ok", "store": registry.driver.description}
     detail["sources"] = registry.chooser.state()
+    if registry.peers is not None:
+        detail["peers"] = registry.peers.status()
     clock = registry.clock_status()
     if clock is not None:
         detail["clock"] = clock

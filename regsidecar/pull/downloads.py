@@ -22,6 +22,8 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import TYPE_CHECKING
 
 from regsidecar.cache.limiter import Limiter
 from regsidecar.cache.store import BlobCache
@@ -33,6 +35,9 @@ from regsidecar.pull.download import Download
 from regsidecar.pull.fetch import Fetcher, FetchOptions, closing
 from regsidecar.pull.parts import PartPlan, choose_part_bytes
 from regsidecar.pull.sources import BlobInfo, Chooser
+
+if TYPE_CHECKING:
+    from regsidecar.peers.source import Peers
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +68,10 @@ class Downloads:
         metrics: Metrics,
         *,
         on_verified: Callable[[Digest], None],
+        peers: Peers | None = None,
     ) -> None:
         self.cache = cache
+        self.peers = peers
         self.chooser = chooser
         self.settings = settings
         self.metrics = metrics
@@ -125,7 +132,13 @@ class Downloads:
         cache, digest = self.cache, download.digest
         released = False
         started = time.monotonic()
-        fetcher = Fetcher(download, fd, self.chooser, repo, self._options, self.metrics)
+        peers = self.peers
+        route = None
+        if peers is not None and peers.membership.others() and not peers.avoided(digest):
+            route = partial(peers.route, digest)
+        fetcher = Fetcher(
+            download, fd, self.chooser, repo, self._options, self.metrics, route=route
+        )
         try:
             try:
                 async with self._limiter:  # waits for one of the bounded slots
@@ -163,6 +176,11 @@ class Downloads:
                 self.metrics.cache_write_errors.inc()
             if isinstance(exc, IntegrityError):
                 self.metrics.download_corrupt.inc()
+                if peers is not None and fetcher.served:
+                    # Peers sent some of it: they answer for it, and this blob comes from
+                    # the store next time.
+                    peers.blame(fetcher.served, f"{digest} failed verification")
+                    peers.avoid(digest)
             if not released:
                 cache.release(download.size)
             level = logging.ERROR if isinstance(exc, IntegrityError) else logging.WARNING

@@ -29,7 +29,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from regsidecar.errors import IntegrityError, NotFound, StorageError, UpstreamUnavailable
@@ -107,13 +107,23 @@ class Fetcher:
         repo: str,
         options: FetchOptions,
         metrics: Metrics,
+        *,
+        route: Callable[[int], Sequence[BlobSource]] | None = None,
     ) -> None:
+        """``route(offset)``: the peers to ask for the part at ``offset`` before the store
+        (None: no peer fetch; with it every part is its own ranged request from the start,
+        each from its own tree's parent)."""
         self.download = download
         self.fd = fd
         self.chooser = chooser
         self.repo = repo
         self.options = options
         self.metrics = metrics
+        self._route = route
+        self._routes: dict[int, Sequence[BlobSource]] = {}
+        # Only a download for a repository may ask the fallback registries (a peer's
+        # request names a digest only): without one, the store is the last source.
+        self._store_only = not repo
         self._workers: set[asyncio.Task[None]] = set()
         self._first_byte_at: float | None = None
         self._sample_from: tuple[float, int] | None = None  # (time, bytes written then)
@@ -121,6 +131,8 @@ class Fetcher:
         self.requests = 0
         self.most_connections = 0
         self.sources: set[str] = set()
+        # Peers that sent bytes of this blob -> whether they said the bytes were verified.
+        self.served: dict[str, bool] = {}
 
     async def run(self) -> None:
         hasher = asyncio.create_task(self._hash())
@@ -139,11 +151,13 @@ class Fetcher:
         first = plan.claim()
         if first is None:
             return  # an empty blob
-        # With parallel_after_s 0 ranged parts start at once: the first request is ranged too.
-        # The first connection is never refused (the download slots bound those).
-        window = self.chooser.current().window
+        # With parallel_after_s 0 ranged parts start at once: the first request is ranged too
+        # (and with peers: each part comes from its own tree). The first connection is never
+        # refused (the download slots bound those).
+        window = self._first_source(first).window
         window.opened()
-        self._spawn(first, window, open_ended=self.options.parallel_after_s > 0)
+        open_ended = self.options.parallel_after_s > 0 and self._route is None
+        self._spawn(first, window, open_ended=open_ended)
         self._expand()
         while self._workers:
             done, _ = await asyncio.wait(
@@ -162,7 +176,7 @@ class Fetcher:
                 # Every worker stopped for the window while parts remain: one goes on.
                 part = plan.claim()
                 if part is not None:
-                    window = self.chooser.current().window
+                    window = self._first_source(part).window
                     window.opened()
                     self._spawn(part, window, open_ended=False)
 
@@ -173,10 +187,31 @@ class Fetcher:
         self._workers.add(task)
         self.most_connections = max(self.most_connections, len(self._workers))
 
+    def _peers_for(self, part: Part) -> Sequence[BlobSource]:
+        """The part's ancestors, worked out once per download (hashing every member)."""
+        assert self._route is not None
+        peers = self._routes.get(part.start)
+        if peers is None:
+            peers = self._routes[part.start] = self._route(part.start)
+        return peers
+
+    def _first_source(self, part: Part) -> BlobSource:
+        """Where ``part`` is asked for first: its tree's parent, or the store."""
+        if self._route is not None:
+            for peer in self._peers_for(part):
+                if peer.breaker.state != "open":
+                    return peer
+        return self.chooser.primary if self._store_only else self.chooser.current()
+
     def _expand(self) -> None:
         plan = self.download.plan
+        if self.download.wanted:
+            self._start_wanted()
         want = min(self.options.connections_per_blob - len(self._workers), plan.unclaimed())
         if want <= 0 or not self._worth_more():
+            return
+        if self._route is not None:
+            self._expand_by_part(want)
             return
         window = self.chooser.current().window
         granted = window.grant(want)
@@ -187,10 +222,38 @@ class Fetcher:
                 continue
             self._spawn(part, window, open_ended=False)
 
+    def _start_wanted(self) -> None:
+        """Start the parts another sidecar is waiting for now, beyond connections_per_blob
+        if need be: its request would otherwise sit silent until it gave up on this host
+        (stall_s) and fetched the part from the store itself."""
+        plan, wanted = self.download.plan, self.download.wanted
+        for index in sorted(wanted):
+            part = plan.parts[index]
+            if part.claimed or part.done:
+                continue
+            window = self._first_source(part).window
+            window.opened()
+            self._spawn(plan.take(part), window, open_ended=False)
+        wanted.clear()
+
+    def _expand_by_part(self, want: int) -> None:
+        """With peers, parts come from different sources: each free part (in order) opens
+        when its own source's window has room; a full one (the store's) does not hold back
+        the parts behind it that come from peers."""
+        plan = self.download.plan
+        for part in plan.free():
+            if want <= 0:
+                return
+            window = self._first_source(part).window
+            if window.grant(1) == 0:
+                continue
+            self._spawn(plan.take(part), window, open_ended=False)
+            want -= 1
+
     def _worth_more(self) -> bool:
         """Whether the connections running would take longer than ``parallel_after_s`` for
         what is left, at the rate they have shown since the warm-up after the first byte."""
-        if self.options.parallel_after_s <= 0:
+        if self.options.parallel_after_s <= 0 or self._route is not None:
             return True
         if self._first_byte_at is None:
             return False
@@ -213,6 +276,8 @@ class Fetcher:
                 open_ended = False
                 if window.over() and len(self._workers) > 1:
                     return  # the window shrank: this connection stops, the others go on
+                if self._route is not None:
+                    return  # the next part's source may be another: _expand opens it
                 part = plan.claim()
         finally:
             window.closed()
@@ -223,14 +288,30 @@ class Fetcher:
         plan = self.download.plan
         lease = _Lease(part)
         failures = 0
+        given_up: set[BlobSource] = set()  # peers that failed this part
         try:
             while not lease.part.done:
-                source = self.chooser.pick(self.download.key)
+                source = self._pick(lease.part, given_up)
                 end = None if open_ended and plan.tail_free(lease.part) else lease.part.end
                 try:
                     await self._request(source, lease, end)
                 except UpstreamUnavailable as exc:
                     source.breaker.failure()
+                    if source.name == "peer":
+                        # Down, busy, stalled or cut: the next ancestor (or the store) goes
+                        # on from the byte this one got to, at once.
+                        given_up.add(source)
+                        self.metrics.peer_errors.inc()
+                        log.info(
+                            "peer part interrupted; asking the next source",
+                            extra={
+                                "digest": self.download.key,
+                                "offset": lease.part.pos,
+                                "peer": getattr(source, "url", ""),
+                                "error": str(exc)[:200],
+                            },
+                        )
+                        continue
                     source.window.throttled()
                     failures += 1
                     if failures > self.options.max_resumes:
@@ -251,10 +332,25 @@ class Fetcher:
                     continue
                 except StorageError:
                     source.breaker.failure()
+                    if source.name == "peer":
+                        given_up.add(source)  # refused (token): not this one
+                        self.metrics.peer_errors.inc()
+                        continue
                     raise
                 source.breaker.success()
         finally:
             plan.release(lease.part)
+
+    def _pick(self, part: Part, given_up: set[BlobSource]) -> BlobSource:
+        """The part's next source: its tree's ancestors not yet given up on (and whose
+        circuits let a request through), then the store and its fallbacks."""
+        if self._route is not None:
+            for peer in self._peers_for(part):
+                if peer not in given_up and peer.breaker.allow():
+                    return peer
+        if self._store_only:
+            return self.chooser.primary
+        return self.chooser.pick(self.download.key)
 
     async def _request(self, source: BlobSource, lease: _Lease, end: int | None) -> None:
         """One GET from ``lease.part.pos`` to ``end`` (None: the blob's end, running on into
@@ -270,6 +366,10 @@ class Fetcher:
                 while (chunk := await self._next(chunks, source.name)) is not None:
                     if self._first_byte_at is None:
                         self._first_byte_at = time.monotonic()
+                    if source.name == "peer":
+                        url = getattr(source, "url", "peer")
+                        said = bool(getattr(chunks, "verified", False))
+                        self.served[url] = self.served.get(url, False) or said
                     window.received(len(chunk))
                     self.metrics.upstream_bytes(source.name, len(chunk))
                     more = self._store(lease, chunk, open_ended=end is None)

@@ -152,6 +152,35 @@ class PartPlan:
                 return p
         return None
 
+    def free(self) -> list[Part]:
+        """The parts nobody holds that still have bytes to fetch, in order."""
+        return [p for p in self.parts[self._first_open :] if not p.claimed and not p.done]
+
+    def take(self, part: Part) -> Part:
+        """Hold ``part`` (one of :meth:`free`'s)."""
+        if part.claimed or part.done:
+            raise ValueError(f"part {part.index} is not free")
+        part.claimed = True
+        return part
+
+    def written_from(self, pos: int) -> int:
+        """The end (exclusive) of the bytes written without a gap from ``pos``: what a
+        reader of any range may have now, parts written out of order included.
+
+        >>> plan = PartPlan(40, 16)
+        >>> plan.advance(plan.parts[1], 6)
+        False
+        >>> plan.written_from(0), plan.written_from(16), plan.written_from(18)
+        (0, 22, 22)
+        """
+        cur = max(pos, self.watermark)
+        while cur < self.size:
+            part = self.parts[cur // self.part_bytes]
+            if part.pos <= cur:
+                break
+            cur = part.pos  # part written up to here; on into the next part if it is done
+        return min(cur, self.size)
+
     def claim_next(self, part: Part) -> Part | None:
         """The part right after ``part``, for a response that runs on past ``part``'s end:
         only if nobody holds it and nothing of it was fetched yet (the response's bytes are

@@ -149,3 +149,33 @@ async def test_a_reader_closed_before_its_first_chunk_lets_go_of_its_file(tmp_pa
     await reader.aclose()  # type: ignore[attr-defined]  # twice is harmless
     assert d.readers == 0
     assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+async def test_a_peer_reader_takes_each_part_as_written_and_the_last_byte_unverified(
+    tmp_path: Path,
+) -> None:
+    """A peer asking for part 2 gets its bytes while parts 0 and 1 are still missing, all of
+    them (a peer verifies the whole blob itself), without waiting for verification."""
+    data = os.urandom(300)
+    d = _download(tmp_path, data, part_bytes=100)
+    reader = asyncio.create_task(_read_all(d.open_peer_reader(200, 299)))
+    await _settle()
+    assert not reader.done()
+    assert d.wanted == {2}, "a part nobody fetches is asked for"
+    _write(d, 2, 40)
+    await _settle()
+    assert not reader.done()
+    _write(d, 2)
+    assert await reader == data[200:]
+    assert not d.verified
+
+
+async def test_a_peer_reader_is_cut_when_the_download_fails(tmp_path: Path) -> None:
+    data = os.urandom(200)
+    d = _download(tmp_path, data, part_bytes=100)
+    _write(d, 1, 50)
+    reader = asyncio.create_task(_read_all(d.open_peer_reader(100, 199)))
+    await _settle()
+    d.fail(RuntimeError("digest mismatch"))
+    with pytest.raises(UpstreamUnavailable):
+        await reader

@@ -167,3 +167,27 @@ def test_big_blobs_get_bigger_parts_so_no_blob_needs_more_than_max_parts(
     assert part == expected
     if max_parts:
         assert -(-size // part) <= max_parts
+
+
+def test_written_from_follows_each_part_past_the_prefix() -> None:
+    plan = PartPlan(40, 10)
+    assert plan.written_from(0) == 0
+    plan.advance(plan.parts[2], 10)  # [20, 30)
+    plan.advance(plan.parts[3], 4)  # [30, 34)
+    assert plan.written_from(20) == 34  # runs on into part 3
+    assert plan.written_from(25) == 34
+    assert plan.written_from(10) == 10  # part 1: nothing yet
+    plan.advance(plan.parts[0], 10)
+    assert plan.written_from(0) == 10  # the prefix stops at part 1
+    assert plan.written_from(5) == 10
+    assert plan.written_from(40) == 40
+
+
+def test_free_and_take() -> None:
+    plan = PartPlan(30, 10)
+    first = plan.claim()
+    assert [p.index for p in plan.free()] == [1, 2]
+    plan.take(plan.parts[2])
+    assert [p.index for p in plan.free()] == [1]
+    with pytest.raises(ValueError):
+        plan.take(first)  # type: ignore[arg-type]

@@ -1,0 +1,310 @@
+"""Peer fetch: sidecars on loopback fetch each part of a blob from one another, S3 about once.
+
+Every sidecar is a real process with its own data dir, pull port and peer listener
+(``peer_listen`` 127.0.0.1:<port>); all list each other in ``peers.urls``. Their S3 endpoint
+is one FaultProxy in front of moto, whose log is the S3 side's record of every GET of the
+blob's data. Parts of 1 MiB from the first request, so a few MiB make many parts, each with
+its own rendezvous tree (:mod:`regsidecar.peers.ring`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from regsidecar.peers.ring import Member, ancestors, part_key
+from regsidecar.storage import layout
+from tests.pullcheck import assert_cache_verified, get_digest, proxied_sidecar, span_of
+from tests.rig.faultproxy import FaultProxy
+from tests.rig.ports import free_port
+from tests.s3tree import BucketWriter, digest_of
+from tests.sidecar import Sidecar
+
+pytestmark = pytest.mark.rig
+
+MiB = 1024 * 1024
+RANGED = {
+    "REGSIDECAR_DOWNLOAD_PART_BYTES": "1MiB",
+    "REGSIDECAR_DOWNLOAD_PARALLEL_AFTER_S": "0",
+}
+
+
+class Fleet:
+    """``n`` sidecars that know each other; ``urls[i]`` is sidecar i's peer URL as the
+    others list it (a proxy's URL for a sidecar behind one)."""
+
+    def __init__(self, sidecars: list[Sidecar], urls: list[str], peer_ports: list[int]):
+        self.sidecars = sidecars
+        self.urls = urls
+        self.peer_ports = peer_ports
+
+    def root_of(self, digest: str, offset: int) -> int:
+        return root_of(self.urls, digest, offset)
+
+
+def root_of(urls: list[str], digest: str, offset: int) -> int:
+    """Which of ``urls`` fetches the part of ``digest`` at ``offset`` from S3 (its root)."""
+    members = [Member(u) for u in urls]
+    chain = ancestors(members, members[0], part_key(digest, offset), fanout=2)
+    return urls.index(chain[-1].url) if chain else 0
+
+
+def blob_rooted_at(urls: list[str], host: int, size: int) -> bytes:
+    """Random bytes of ``size`` whose part 0 has ``host`` as its tree's root."""
+    for _ in range(200):
+        data = os.urandom(size)
+        if root_of(urls, digest_of(data), 0) == host:
+            return data
+    raise AssertionError("no blob rooted there in 200 tries")
+
+
+@contextlib.contextmanager
+def fleet(
+    proxy: FaultProxy,
+    bucket: str,
+    tmp_path: Path,
+    n: int = 3,
+    *,
+    env: dict[str, str] | None = None,
+    urls: list[str] | None = None,
+    peer_ports: list[int] | None = None,
+    start: int | None = None,
+) -> Iterator[Fleet]:
+    """The fleet, its first ``start`` sidecars started (None: all; the test starts the
+    rest with ``.start()``)."""
+    ports = peer_ports or [free_port() for _ in range(n)]
+    listed = urls or [f"http://127.0.0.1:{p}" for p in ports]
+    with contextlib.ExitStack() as stack:
+        sidecars = []
+        for i, port in enumerate(ports):
+            e = {
+                **RANGED,
+                "REGSIDECAR_PEER_LISTEN": f"127.0.0.1:{port}",
+                "REGSIDECAR_PEERS_URLS": ",".join(listed),
+                "REGSIDECAR_PEERS_ADVERTISE": listed[i],
+                **(env or {}),
+            }
+            sc = proxied_sidecar(proxy, bucket, tmp_path / f"host{i}", e)
+            stack.callback(sc.close)
+            if start is None or i < start:
+                sc.start()
+            sidecars.append(sc)
+        yield Fleet(sidecars, listed, ports)
+
+
+async def _pull_all(
+    sidecars: list[Sidecar], repo: str, digest: str
+) -> list[tuple[int, str, int, dict[str, str]]]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        return await asyncio.gather(
+            *(get_digest(session, f"{sc.url}/v2/{repo}/blobs/{digest}") for sc in sidecars)
+        )
+
+
+async def _metrics(sc: Sidecar) -> str:
+    async with aiohttp.ClientSession() as session, session.get(f"{sc.url}/metrics") as r:
+        return await r.text()
+
+
+def _metric(text: str, name: str, labels: str = "") -> float:
+    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def _s3_bytes(proxy: FaultProxy, key: str, size: int) -> int:
+    """Bytes of the blob's data S3 sent (the proxy's count of body bytes per GET)."""
+    return sum(r.bytes_sent for r in proxy.select("GET", key))
+
+
+@pytest.mark.timeout(120)
+async def test_three_sidecars_pull_one_blob_and_s3_sends_it_about_once(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """A concurrent pull of a 6 MiB + 777 byte blob through three sidecars: each client gets
+    the exact bytes; S3 sends each part once (its tree's root asks), the others come from
+    peers; every cache holds only verified files."""
+    data = os.urandom(6 * MiB + 777)
+    digest = writer.blob("app", data)
+    key = layout.blob_data(digest)
+    with fleet(proxy, bucket, tmp_path) as f:
+        results = await _pull_all(f.sidecars, "app", digest)
+        assert [(s, d, n) for s, d, n, _ in results] == [(200, digest, len(data))] * 3
+        gets = proxy.select("GET", key)
+        spans = sorted(span_of(g, len(data)) for g in gets)
+        assert sum(e - s for s, e in spans) == len(data), f"S3 asked for {spans}"
+        assert _s3_bytes(proxy, key, len(data)) == len(data)
+        peer_bytes = [
+            _metric(await _metrics(sc), "regsidecar_upstream_blob_bytes_total", '{source="peer"}')
+            for sc in f.sidecars
+        ]
+        # Each host gets from peers what it is not the root of: 2 of 3 copies, in all.
+        assert sum(peer_bytes) == 2 * len(data), peer_bytes
+        for sc in f.sidecars:
+            assert [p.name for p in assert_cache_verified(sc)] == [digest.split(":")[1]]
+
+
+@pytest.mark.timeout(120)
+async def test_a_peer_asked_first_fetches_and_serves_the_blob_its_host_never_pulled(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """Only one host pulls: the parts whose tree root is another host are fetched by that
+    host (a peer's request starts its download) and streamed on; S3 still sends each byte
+    once, and the other hosts end up holding the verified blob too."""
+    data = os.urandom(5 * MiB + 3)
+    digest = writer.blob("app", data)
+    key = layout.blob_data(digest)
+    with fleet(proxy, bucket, tmp_path) as f:
+        (result,) = await _pull_all(f.sidecars[:1], "app", digest)
+        assert result[:3] == (200, digest, len(data))
+        assert _s3_bytes(proxy, key, len(data)) == len(data)
+        roots = {f.root_of(digest, off) for off in range(0, len(data), MiB)}
+        for i in roots - {0}:
+            assert [p.name for p in assert_cache_verified(f.sidecars[i])] == [
+                digest.split(":")[1]
+            ]
+
+
+@pytest.mark.timeout(120)
+async def test_killing_a_parent_mid_transfer_does_not_fail_the_pull(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """S3 holds each part's bytes back after its first 64 KiB for 3 s; meanwhile the host that
+    is the root of part 0 is killed (SIGKILL). The other two still deliver the exact blob:
+    their requests to it break, and each part goes on from the byte it reached, from the
+    store."""
+    data = os.urandom(4 * MiB + 5)
+    digest = writer.blob("app", data)
+    key = layout.blob_data(digest)
+    proxy.stall(3.0, after_bytes=64 * 1024, method="GET", path_contains=key)
+    with fleet(proxy, bucket, tmp_path) as f:
+        victim = f.root_of(digest, 0)
+        rest = [sc for i, sc in enumerate(f.sidecars) if i != victim]
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=90)) as session:
+            pulls = [
+                asyncio.ensure_future(get_digest(session, f"{sc.url}/v2/app/blobs/{digest}"))
+                for sc in rest
+            ]
+            # Wait until the victim is serving peers, then kill it.
+            for _ in range(200):
+                text = await _metrics(f.sidecars[victim])
+                if _metric(text, "regsidecar_peer_uploads_total", '{outcome="served"}') >= 1:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the victim never served a peer")
+            f.sidecars[victim].kill()
+            results = await asyncio.gather(*pulls)
+        assert [(s, d, n) for s, d, n, _ in results] == [(200, digest, len(data))] * 2
+        for sc in rest:
+            assert [p.name for p in assert_cache_verified(sc)] == [digest.split(":")[1]]
+            logs = [e for e in sc.logs() if e.get("msg") == "peer part interrupted; asking the next source"]
+            assert logs, "no part was moved off the killed peer"
+
+
+@pytest.mark.timeout(120)
+async def test_a_peer_serving_wrong_bytes_is_quarantined_and_the_blob_fetched_elsewhere(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """Host 0 is listed by the others at a proxy that flips one byte of every peer response,
+    and it is the root of the blob's first part. It pulls (and verifies) the blob alone
+    first, so it serves it as verified. Host 1's pull then fails verification: nothing
+    corrupt is kept, the client's response is cut short (never a complete wrong body), host
+    0 is quarantined, and the client's retry is exact (from S3 and host 2)."""
+    ports = [free_port() for _ in range(3)]
+    with FaultProxy(f"http://127.0.0.1:{ports[0]}") as liar:
+        liar.corrupt(at_byte=100, path_contains="/peer/v1/blobs/")
+        urls = [liar.url, *(f"http://127.0.0.1:{p}" for p in ports[1:])]
+        data = blob_rooted_at(urls, 0, 3 * MiB + 11)
+        digest = writer.blob("app", data)
+        with fleet(proxy, bucket, tmp_path, urls=urls, peer_ports=ports, start=1) as f:
+            first = await _pull_all(f.sidecars[:1], "app", digest)
+            assert first[0][:3] == (200, digest, len(data))
+            f.sidecars[1].start()
+            f.sidecars[2].start()
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+                url = f"{f.sidecars[1].url}/v2/app/blobs/{digest}"
+                with pytest.raises((aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
+                    await get_digest(s, url)
+                status, got, n, _ = await get_digest(s, url)
+            assert (status, got, n) == (200, digest, len(data))
+            text = await _metrics(f.sidecars[1])
+            assert _metric(text, "regsidecar_peer_quarantines_total") == 1
+            assert _metric(text, "regsidecar_download_corrupt_total") == 1
+            quarantined = [e for e in f.sidecars[1].logs() if e.get("msg") == "peer quarantined"]
+            assert [e["peer"] for e in quarantined] == [liar.url]
+            async with aiohttp.ClientSession() as s, s.get(f"{f.sidecars[1].url}/healthz") as r:
+                health = await r.json()
+            assert health["peers"]["quarantined"] == [liar.url]
+            for sc in f.sidecars:
+                assert_cache_verified(sc)
+
+
+@pytest.mark.timeout(60)
+async def test_the_peer_listener_wants_the_token_and_serves_blobs_by_digest_only(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """With peers.token set: no token or a wrong one is 401 (OCI JSON), the right one gets the
+    blob; tags, manifests, /v2/ and anything else are 404 on the peer port; a bad digest is
+    400; the sidecars still share the blob (they send the token)."""
+    data = os.urandom(2 * MiB + 1)
+    digest = writer.blob("app", data)
+    token_file = tmp_path / "peer-token"
+    token_file.write_text("s3cret-peer-token\n")
+    env = {"REGSIDECAR_PEERS_TOKEN_FILE": str(token_file)}
+    with fleet(proxy, bucket, tmp_path, 2, env=env) as f:
+        base = f"http://127.0.0.1:{f.peer_ports[0]}/peer/v1"
+        async with aiohttp.ClientSession() as s:
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                async with s.get(f"{base}/blobs/{digest}", headers=headers) as r:
+                    assert r.status == 401
+                    body = await r.json()
+                    assert body["errors"][0]["code"] == "UNAUTHORIZED"
+            good = {"Authorization": "Bearer s3cret-peer-token"}
+            async with s.get(f"{base}/blobs/{digest}", headers=good) as r:
+                assert r.status == 200
+                assert await r.read() == data
+            for path in ("/v2/", "/v2/app/manifests/latest", "/v2/app/tags/list", "/peer/v1/tags"):
+                async with s.get(f"http://127.0.0.1:{f.peer_ports[0]}{path}", headers=good) as r:
+                    assert r.status == 404, path
+                    assert (await r.json())["errors"][0]["code"]
+            async with s.get(f"{base}/blobs/sha256:nothex", headers=good) as r:
+                assert r.status == 400
+                assert (await r.json())["errors"][0]["code"] == "DIGEST_INVALID"
+            async with s.post(f"{base}/blobs/{digest}", headers=good) as r:
+                assert r.status in (404, 405)
+        results = await _pull_all(f.sidecars[1:], "app", digest)
+        assert results[0][:3] == (200, digest, len(data))
+        text = await _metrics(f.sidecars[0])
+        assert _metric(text, "regsidecar_peer_uploads_total", '{outcome="refused"}') == 2
+
+
+@pytest.mark.timeout(60)
+async def test_an_unreachable_peer_costs_nothing_but_a_fetch_from_s3(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """The membership lists a host whose peer port nobody listens on: the parts it would
+    have been the parent of come from S3, the pull is exact, and /healthz shows the peers."""
+    data = os.urandom(4 * MiB + 9)
+    digest = writer.blob("app", data)
+    ports = [free_port() for _ in range(2)]
+    dead = f"http://127.0.0.1:{free_port()}"
+    urls = [f"http://127.0.0.1:{p}" for p in ports] + [dead]
+    with fleet(proxy, bucket, tmp_path, urls=urls, peer_ports=ports) as f:
+        results = await _pull_all(f.sidecars[:1], "app", digest)
+        assert results[0][:3] == (200, digest, len(data))
+        async with aiohttp.ClientSession() as s, s.get(f"{f.sidecars[0].url}/healthz") as r:
+            health = await r.json()
+        assert health["peers"]["members"] == 3
+        assert health["peers"]["me"] == urls[0]
+        assert_cache_verified(f.sidecars[0])
+        key = layout.blob_data(digest)
+        assert _s3_bytes(proxy, key, len(data)) <= 2 * len(data)
+
+
