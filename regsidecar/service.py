@@ -39,12 +39,12 @@ from regsidecar.clock.skew import SkewEstimator
 from regsidecar.config import Settings
 from regsidecar.errors import (
     BlobUnknown,
-    TooManyRequests,
     DigestInvalid,
     ManifestInvalid,
     ManifestUnknown,
     NotFound,
     StorageError,
+    TooManyRequests,
     Unavailable,
 )
 from regsidecar.metrics import Metrics, WindowFigures
@@ -228,6 +228,7 @@ class Registry:
             cooldown_s=settings.breaker.cooldown_s,
             timeout_s=settings.s3.read_timeout_s,
         )
+        metrics = metrics or Metrics()
         peers = None
         if settings.peers.enabled:
             from regsidecar.peers.fleet import open_peers

@@ -67,9 +67,7 @@ async def test_ec2_members_are_the_running_instances_of_the_group_with_their_zon
             {"ResourceType": "instance", "Tags": [{"Key": "fleet", "Value": "api"}]}
         ],
     )["Instances"]
-    provider = Ec2Members(
-        asg="web", port=5001, region="us-east-1", endpoint_url=moto.endpoint_url
-    )
+    provider = Ec2Members(asg="web", port=5001, region="us-east-1", endpoint_url=moto.endpoint_url)
     web = await provider.members()
     assert len(web) == 3
     assert all(m.url.startswith("http://10.") and m.url.endswith(":5001") for m in web)
@@ -158,13 +156,15 @@ def test_the_token_comes_from_the_setting_or_its_file(tmp_path: object) -> None:
     path = Path(str(tmp_path)) / "token"
     path.write_text("abc\n")
     base = {"REGSIDECAR_STORAGE": "s3://bucket", "REGSIDECAR_PEERS_URLS": "http://127.0.0.1:1"}
-    assert peer_token(load_settings(env={**base, "REGSIDECAR_PEERS_TOKEN_FILE": str(path)})) == "abc"
+    assert (
+        peer_token(load_settings(env={**base, "REGSIDECAR_PEERS_TOKEN_FILE": str(path)})) == "abc"
+    )
     assert peer_token(load_settings(env={**base, "REGSIDECAR_PEERS_TOKEN": "xyz"})) == "xyz"
     assert peer_token(load_settings(env=base)) is None
     path.write_text("\n")
-    with pytest.raises(ConfigError, match="peers.token_file"):
+    with pytest.raises(ConfigError, match=r"peers\.token_file"):
         peer_token(load_settings(env={**base, "REGSIDECAR_PEERS_TOKEN_FILE": str(path)}))
     with pytest.raises(ConfigError, match="peers"):
         load_settings(env={"REGSIDECAR_PEERS_URLS": "http://127.0.0.1:1"})  # a directory store
-    with pytest.raises(ConfigError, match="peers.urls"):
+    with pytest.raises(ConfigError, match=r"peers\.urls"):
         load_settings(env={**base, "REGSIDECAR_PEERS_URLS": "ftp://x"})

@@ -166,9 +166,7 @@ async def test_a_peer_asked_first_fetches_and_serves_the_blob_its_host_never_pul
         assert _s3_bytes(proxy, key, len(data)) == len(data)
         roots = {f.root_of(digest, off) for off in range(0, len(data), MiB)}
         for i in roots - {0}:
-            assert [p.name for p in assert_cache_verified(f.sidecars[i])] == [
-                digest.split(":")[1]
-            ]
+            assert [p.name for p in assert_cache_verified(f.sidecars[i])] == [digest.split(":")[1]]
 
 
 @pytest.mark.timeout(120)
@@ -204,7 +202,11 @@ async def test_killing_a_parent_mid_transfer_does_not_fail_the_pull(
         assert [(s, d, n) for s, d, n, _ in results] == [(200, digest, len(data))] * 2
         for sc in rest:
             assert [p.name for p in assert_cache_verified(sc)] == [digest.split(":")[1]]
-            logs = [e for e in sc.logs() if e.get("msg") == "peer part interrupted; asking the next source"]
+            logs = [
+                e
+                for e in sc.logs()
+                if e.get("msg") == "peer part interrupted; asking the next source"
+            ]
             assert logs, "no part was moved off the killed peer"
 
 
@@ -212,11 +214,12 @@ async def test_killing_a_parent_mid_transfer_does_not_fail_the_pull(
 async def test_a_peer_serving_wrong_bytes_is_quarantined_and_the_blob_fetched_elsewhere(
     writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
 ) -> None:
-    """Host 0 is listed by the others at a proxy that flips one byte of every peer response,
+    """Host 0 is listed by the others at a proxy that flips byte 100 of every peer response,
     and it is the root of the blob's first part. It pulls (and verifies) the blob alone
-    first, so it serves it as verified. Host 1's pull then fails verification: nothing
-    corrupt is kept, the client's response is cut short (never a complete wrong body), host
-    0 is quarantined, and the client's retry is exact (from S3 and host 2)."""
+    first, so it serves it as verified. Host 1's download then fails verification: what
+    peers sent is fetched again from S3 and compared, host 0 (whose bytes differ) is
+    quarantined, the repaired blob is published; the client, which had already been sent
+    a wrong byte 100, is cut short (never a complete wrong body) and its retry is exact."""
     ports = [free_port() for _ in range(3)]
     with FaultProxy(f"http://127.0.0.1:{ports[0]}") as liar:
         liar.corrupt(at_byte=100, path_contains="/peer/v1/blobs/")
@@ -237,11 +240,48 @@ async def test_a_peer_serving_wrong_bytes_is_quarantined_and_the_blob_fetched_el
             text = await _metrics(f.sidecars[1])
             assert _metric(text, "regsidecar_peer_quarantines_total") == 1
             assert _metric(text, "regsidecar_download_corrupt_total") == 1
-            quarantined = [e for e in f.sidecars[1].logs() if e.get("msg") == "peer quarantined"]
+            logs = f.sidecars[1].logs()
+            quarantined = [e for e in logs if e.get("msg") == "peer quarantined"]
             assert [e["peer"] for e in quarantined] == [liar.url]
+            repaired = [e for e in logs if e.get("msg") == "blob repaired from the store"]
+            assert [e["peers"] for e in repaired] == [[liar.url]]
+            # Byte 100 of each part host 0 was asked for (the parts it is the root of; the
+            # last part, 11 bytes, has no byte 100).
+            lied = sum(
+                f.root_of(digest, off) == 0 and len(data) - off > 100
+                for off in range(0, len(data), MiB)
+            )
+            assert [e["damaged_bytes"] for e in repaired] == [lied]
             async with aiohttp.ClientSession() as s, s.get(f"{f.sidecars[1].url}/healthz") as r:
                 health = await r.json()
             assert health["peers"]["quarantined"] == [liar.url]
+            for sc in f.sidecars:
+                assert_cache_verified(sc)
+
+
+@pytest.mark.timeout(120)
+async def test_a_small_blob_from_a_lying_peer_reaches_the_client_whole_and_exact(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """A blob of one part (a config, 200 KiB here) that comes from peers is released to a
+    client only once verified: when the peer lied, the repair from S3 happens before the
+    client gets a byte, so even the first pull is exact (a client may not retry a config)."""
+    ports = [free_port() for _ in range(3)]
+    with FaultProxy(f"http://127.0.0.1:{ports[0]}") as liar:
+        liar.corrupt(at_byte=100, path_contains="/peer/v1/blobs/")
+        urls = [liar.url, *(f"http://127.0.0.1:{p}" for p in ports[1:])]
+        data = blob_rooted_at(urls, 0, 200 * 1024)
+        digest = writer.blob("app", data)
+        with fleet(proxy, bucket, tmp_path, urls=urls, peer_ports=ports) as f:
+            for i in (1, 2):
+                (result,) = await _pull_all(f.sidecars[i : i + 1], "app", digest)
+                assert result[:3] == (200, digest, len(data))
+            text = await _metrics(f.sidecars[1])
+            assert _metric(text, "regsidecar_download_corrupt_total") == 1
+            repaired = [
+                e for e in f.sidecars[1].logs() if e.get("msg") == "blob repaired from the store"
+            ]
+            assert [e["peers"] for e in repaired] == [[liar.url]]
             for sc in f.sidecars:
                 assert_cache_verified(sc)
 
@@ -306,5 +346,3 @@ async def test_an_unreachable_peer_costs_nothing_but_a_fetch_from_s3(
         assert_cache_verified(f.sidecars[0])
         key = layout.blob_data(digest)
         assert _s3_bytes(proxy, key, len(data)) <= 2 * len(data)
-
-

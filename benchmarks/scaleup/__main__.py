@@ -58,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         "one image at once: (central) all from one distribution registry, (sidecar) each "
         "through its own regsidecar on the shared S3 bucket (moto, or with --s3-conn-mbit "
         "nginx capping each connection as S3 does), (single) the same with one connection per "
-        "blob, (warmed) the same after regsidecar warm. Needs root, iproute2, docker-registry "
-        "and moto_server (or nginx). Run from the repository root.",
+        "blob, (warmed) the same after regsidecar warm, (peers) sidecars that fetch from "
+        "each other, (peers-kill) the same with the first holder killed mid-pull, "
+        "(peers-liar) with one peer flipping a byte of everything it serves. Needs root, "
+        "iproute2, docker-registry and moto_server (or nginx). Run from the repository root.",
     )
     p.add_argument("--ns", metavar="LIST", help="numbers of hosts (default 1,5,10,20,40)")
     p.add_argument(
@@ -76,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="MBIT",
         help="each host's download cap in Mbit/s (default 8)",
+    )
+    p.add_argument(
+        "--host-up-mbit",
+        type=float,
+        metavar="MBIT",
+        help="each host's upload cap in Mbit/s (default: as --host-mbit, a symmetric NIC; "
+        "only peer fetch uploads much)",
+    )
+    p.add_argument(
+        "--kill-after-s",
+        type=float,
+        metavar="SECONDS",
+        help="peers-kill: when the first holder (root of the first layer's first part) is "
+        "killed, into the pull (default 15)",
     )
     p.add_argument(
         "--central-mbit",
@@ -192,7 +208,7 @@ def resolve(args: argparse.Namespace) -> Params:
     for name in ("host_mbit", "central_mbit", "timeout"):
         if not float(get(name)) > 0:
             raise SystemExit(f"scaleup: --{name.replace('_', '-')} must be positive")
-    for flag in ("s3_mbit", "s3_conn_mbit", "part_mib"):
+    for flag in ("s3_mbit", "s3_conn_mbit", "part_mib", "host_up_mbit", "kill_after_s"):
         value = getattr(args, flag)
         if value is not None and not value > 0:
             raise SystemExit(f"scaleup: --{flag.replace('_', '-')} must be positive")
@@ -225,6 +241,8 @@ def resolve(args: argparse.Namespace) -> Params:
         s3_conn_mbit=args.s3_conn_mbit,
         part_mib=args.part_mib,
         parallel_after_s=args.parallel_after_s,
+        host_up_mbit=args.host_up_mbit,
+        kill_after_s=args.kill_after_s if args.kill_after_s is not None else 15.0,
     )
     for scenario in SIDECAR_SCENARIOS:
         try:

@@ -78,6 +78,7 @@ def as_s3_requests(found: Sequence[CappedRequest]) -> list[S3Request]:
             status=r.status,
             range=r.range,
             connection=r.connection,
+            bytes_sent=r.bytes_sent,
         )
         for r in found
     ]

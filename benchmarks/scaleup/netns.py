@@ -356,6 +356,7 @@ class Topology:
         host_cap: Tbf | None,
         central_cap: Tbf | None,
         s3_cap: Tbf | None = None,
+        host_up_cap: Tbf | None = None,
         mtu: int = DEFAULT_MTU,
         congestion_control: str | None = DEFAULT_CONGESTION_CONTROL,
     ) -> None:
@@ -364,6 +365,7 @@ class Topology:
         self.prefix = prefix
         self.plan = plan
         self.host_cap = host_cap
+        self.host_up_cap = host_up_cap
         self.central_cap = central_cap
         self.s3_cap = s3_cap
         if not MIN_MTU <= mtu <= MAX_MTU:
@@ -395,8 +397,9 @@ class Topology:
             self._attach(self.registry, "reg", self.plan.registry, own_cap=self.central_cap)
             self._attach(self.s3, "s3", self.plan.s3, own_cap=self.s3_cap)
             for i, (ns, addr) in enumerate(zip(self.hosts, self.plan.hosts, strict=True)):
-                # a host's cap is on the hub end: what the bridge sends it = its download
-                self._attach(ns, f"h{i}", addr, hub_cap=self.host_cap)
+                # a host's cap is on the hub end: what the bridge sends it = its download;
+                # its upload cap on its own end (its NIC's egress, a sender's deep queue)
+                self._attach(ns, f"h{i}", addr, hub_cap=self.host_cap, own_cap=self.host_up_cap)
         except BaseException:
             self.close()
             raise

@@ -9,17 +9,24 @@ every ``download.*`` setting they ran with, defaults included) and ``tbf``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from benchmarks.scaleup.capped import describe_capped
 from benchmarks.scaleup.netns import TBF_SENDER_LATENCY_MS, tbf_for
 
-#: Every scenario, and the ones a sweep runs unless told (``single`` only when asked for).
-SCENARIOS = ("central", "sidecar", "single", "warmed")
+#: Every scenario, and the ones a sweep runs unless told (``single`` and the peer scenarios
+#: only when asked for).
+SCENARIOS = ("central", "sidecar", "single", "warmed", "peers", "peers-kill", "peers-liar")
 DEFAULT_SCENARIOS = ("central", "sidecar", "warmed")
 #: The scenarios whose hosts pull through their own sidecar.
-SIDECAR_SCENARIOS = ("sidecar", "single", "warmed")
+SIDECAR_SCENARIOS = ("sidecar", "single", "warmed", "peers", "peers-kill", "peers-liar")
+#: The scenarios whose sidecars fetch from each other (peer fetch on, every host listed).
+PEER_SCENARIOS = ("peers", "peers-kill", "peers-liar")
+#: The peer listener's port on every host (the liar's sidecar listens on the next one,
+#: behind a proxy that flips a byte of every answer).
+PEER_PORT = 5001
 MIB = 1024 * 1024
 #: regsidecar's download settings (``download.*``) are these environment variables.
 DOWNLOAD_ENV_PREFIX = "REGSIDECAR_DOWNLOAD_"
@@ -50,6 +57,15 @@ class Params:
     part_mib: float | None = None
     #: The sidecars' ``download.parallel_after_s`` (None: regsidecar's default).
     parallel_after_s: float | None = None
+    #: Each host's upload cap in Mbit/s (its NIC's other direction; None: as host_mbit).
+    #: Only peer fetch uploads much: without it a host could feed its peers without limit.
+    host_up_mbit: float | None = None
+    #: peers-kill: seconds into the pull when the first holder is killed (SIGKILL).
+    kill_after_s: float = 15.0
+
+    @property
+    def uplink_mbit(self) -> float:
+        return self.host_mbit if self.host_up_mbit is None else self.host_up_mbit
 
     @property
     def part_bytes(self) -> int | None:
@@ -76,6 +92,25 @@ class Params:
         return {
             f"{DOWNLOAD_ENV_PREFIX}{k.upper()}": f"{v:g}" if isinstance(v, float) else str(v)
             for k, v in self.download_overrides(scenario).items()
+        }
+
+    def peer_env(self, scenario: str, hosts: Sequence[str], i: int) -> dict[str, str]:
+        """The peer settings of host ``i`` of ``hosts`` (addresses) in a peer scenario; {}
+        otherwise. Every host lists all of them; the liar (host 0 in ``peers-liar``) listens
+        one port up, behind its corrupting proxy, and advertises the proxy's port.
+
+        >>> env = Params.example().peer_env("peers-liar", ["10.213.0.10", "10.213.0.11"], 0)
+        >>> env["REGSIDECAR_PEER_LISTEN"], env["REGSIDECAR_PEERS_ADVERTISE"]
+        ('0.0.0.0:5002', 'http://10.213.0.10:5001')
+        """
+        if scenario not in PEER_SCENARIOS:
+            return {}
+        urls = [f"http://{a}:{PEER_PORT}" for a in hosts]
+        liar = scenario == "peers-liar" and i == 0
+        return {
+            "REGSIDECAR_PEER_LISTEN": f"0.0.0.0:{PEER_PORT + 1 if liar else PEER_PORT}",
+            "REGSIDECAR_PEERS_URLS": ",".join(urls),
+            "REGSIDECAR_PEERS_ADVERTISE": urls[i],
         }
 
     def sidecar_download(self, scenario: str) -> dict[str, Any]:
@@ -114,9 +149,12 @@ class Params:
         )
         sidecars = [s for s in self.scenarios if s in SIDECAR_SCENARIOS]
         d["sidecar_env"] = {s: self.sidecar_env(s) for s in sidecars}
+        d["uplink_mbit"] = self.uplink_mbit
         d["sidecar_download"] = {s: self.sidecar_download(s) for s in sidecars}
         d["tbf"] = {
             "host": tbf_for(self.host_mbit).describe() + " (hub end of each host's veth)",
+            "host_up": tbf_for(self.uplink_mbit, TBF_SENDER_LATENCY_MS).describe()
+            + " (host end of each host's veth: its upload)",
             "central": tbf_for(self.central_mbit, TBF_SENDER_LATENCY_MS).describe()
             + " (registry's own veth egress)",
             "s3": tbf_for(self.s3_mbit, TBF_SENDER_LATENCY_MS).describe() + " (S3's own egress)"

@@ -30,9 +30,11 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,7 +52,7 @@ from benchmarks.scaleup.netns import (
     run_prefix,
     tbf_for,
 )
-from benchmarks.scaleup.params import MIB, Params
+from benchmarks.scaleup.params import MIB, PEER_PORT, Params
 from benchmarks.scaleup.procs import Procs, Spawned, python_argv
 from regsidecar.bench.report import merge
 
@@ -88,6 +90,7 @@ class Sweep:
             host_cap=tbf_for(p.host_mbit),
             central_cap=tbf_for(p.central_mbit, TBF_SENDER_LATENCY_MS),
             s3_cap=tbf_for(p.s3_mbit, TBF_SENDER_LATENCY_MS) if p.s3_mbit else None,
+            host_up_cap=tbf_for(p.uplink_mbit, TBF_SENDER_LATENCY_MS),
             mtu=p.mtu,
             congestion_control=None if p.congestion_control == "default" else p.congestion_control,
         )
@@ -131,13 +134,15 @@ class Sweep:
         run_dir.mkdir()
         started: list[Spawned] = []
         record: dict[str, Any] = {"scenario": scenario, "n": n}
+        kill: tuple[int, Spawned] | None = None
         try:
             if scenario == "central":
                 reg = servers.start_registry(topo, procs, s3.endpoint, run_dir / "registry")
                 started.append(reg)
                 url = f"http://{topo.plan.registry}:{servers.REGISTRY_PORT}"
             else:
-                started += servers.start_sidecars(
+                addrs = [topo.plan.hosts[i] for i in hosts]
+                sidecars = servers.start_sidecars(
                     topo,
                     procs,
                     hosts,
@@ -145,13 +150,22 @@ class Sweep:
                     run_dir,
                     parallel=p.start_parallel,
                     env=p.sidecar_env(scenario),
+                    env_for=lambda i: p.peer_env(scenario, addrs, i),
                 )
+                started += sidecars
                 url = servers.SIDECAR_URL
+                if scenario == "peers-liar" and n > 1:
+                    started.append(self._start_liar())
+                    record["liar"] = {"host": 0, "url": f"http://{addrs[0]}:{PEER_PORT}"}
+                if scenario == "peers-kill" and n > 2:
+                    victim = self._first_holder(addrs)
+                    kill = (victim, sidecars[victim])
+                    record["killed"] = {"host": victim, "after_s": p.kill_after_s}
             setup_s = time.monotonic() - t0
             warm_info: dict[str, Any] | None = None
             if scenario == "warmed":
                 warm_info = self._warm(hosts)
-            record.update(self._pull(scenario, hosts, url, run_dir))
+            record.update(self._pull(scenario, hosts, url, run_dir, kill=kill))
             record["phases"] = {
                 "setup_s": round(setup_s, 2),
                 "warm_s": warm_info["wall_s"] if warm_info else None,
@@ -166,6 +180,36 @@ class Sweep:
             shutil.rmtree(run_dir, ignore_errors=True)
         record["wall_s"] = round(time.monotonic() - t0, 2)
         return record
+
+    def _start_liar(self) -> Spawned:
+        """The corrupting proxy in host 0's namespace, on the peer port the others list."""
+        assert self.topo is not None and self.procs is not None
+        sp = self.procs.spawn(
+            "liar",
+            self.topo.hosts[0],
+            python_argv(
+                "benchmarks.scaleup.liar",
+                "--listen",
+                f"0.0.0.0:{PEER_PORT}",
+                "--upstream",
+                f"http://127.0.0.1:{PEER_PORT + 1}",
+            ),
+            name="liar-h0",
+        )
+        servers.wait_ready(
+            self.procs, [(sp, f"http://127.0.0.1:{PEER_PORT}/peer/v1/")], 30.0, "liar proxy"
+        )
+        return sp
+
+    def _first_holder(self, addrs: Sequence[str]) -> int:
+        """The host that fetches the first part of the first layer from S3 (its tree's
+        root): the first holder, killed in ``peers-kill``."""
+        from regsidecar.peers.ring import Member, part_key, rank
+
+        first = self.seeded["layers"][0]["digest"]
+        members = [Member(f"http://{a}:{PEER_PORT}") for a in addrs]
+        root = rank(members, part_key(first, 0))[0]
+        return members.index(root)
 
     def _keep_logs(self, name: str, pull: dict[str, Any]) -> None:
         """Copy the S3 stand-in's logs, the registry's and those of the hosts whose pull
@@ -203,7 +247,18 @@ class Sweep:
             },
         }
 
-    def _pull(self, scenario: str, hosts: Sequence[int], url: str, run_dir: Path) -> dict[str, Any]:
+    def _pull(
+        self,
+        scenario: str,
+        hosts: Sequence[int],
+        url: str,
+        run_dir: Path,
+        *,
+        kill: tuple[int, Spawned] | None = None,
+    ) -> dict[str, Any]:
+        """Every host pulls at once. ``kill``: (host, its sidecar), killed with its puller
+        (SIGKILL, as a host that dies) ``kill_after_s`` into the pull; its own pull is left
+        out of the results (a dead host pulls nothing)."""
         assert self.topo is not None and self.procs is not None and self.s3 is not None
         topo, procs, s3, p = self.topo, self.procs, self.s3, self.params
         start_file = run_dir / "start"
@@ -232,26 +287,40 @@ class Sweep:
             roles.update(
                 (role, _pids_of(procs, role)) for role in ("registry", "sidecars", "pullers")
             )
+            killer: threading.Timer | None = None
+            if kill is not None:
+                victim, sidecar = kill
+                killer = threading.Timer(
+                    p.kill_after_s, _kill, ([sidecar, pullers[hosts.index(victim)]],)
+                )
             with CpuSampler(roles) as sampler:
                 t0 = time.monotonic()
                 start_file.touch()
+                if killer is not None:
+                    killer.start()
                 finished = procs.wait_all(pullers, deadline_s=p.timeout_s + 60)
                 pull_s = time.monotonic() - t0
+            if killer is not None:
+                killer.cancel()
             if not finished:
                 log(f"{scenario} N={len(hosts)}: pullers still running after the deadline")
         finally:
             procs.stop(pullers)
         results = [
             _result_or_failure(out, sp, scenario, url, p)
-            for out, sp in zip(outs, pullers, strict=True)
+            for i, out, sp in zip(hosts, outs, pullers, strict=True)
+            if kill is None or i != kill[0]
         ]
         merged = merge(results)
         rss = s3.rss_kib()
+        requests = s3.since(mark)
+        sizes = {layer["digest"]: int(layer["size"]) for layer in self.seeded.get("layers", [])}
         return {
             "pull": merged,
             "cpu": {**sampler.summary(), "busy_fraction_before": round(idle, 3)},
             "backend": {
-                **s3.counts(s3.since(mark)),
+                **s3.counts(requests),
+                "s3_blob_bytes": servers.blob_bytes(requests, sizes),
                 "s3_bytes": topo.link_bytes(topo.s3)[1] - s3_tx,
                 "central_bytes": topo.link_bytes(topo.registry)[1] - reg_tx,
                 **_tcp_delta("s3", tcp[topo.s3], topo.tcp_counters(topo.s3)),
@@ -281,6 +350,15 @@ class Sweep:
                 if on_run is not None:
                     on_run(record)
         return runs
+
+
+def _kill(group: Sequence[Spawned]) -> None:
+    """SIGKILL, as a host that dies (the harness's own processes, by PID)."""
+    for sp in group:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sp.pid, signal.SIGKILL)
+    names = ", ".join(f"{sp.role} in {sp.ns}" for sp in group)
+    log(f"killed {names}")
 
 
 def _tcp_delta(who: str, before: dict[str, int], after: dict[str, int]) -> dict[str, int]:

@@ -19,7 +19,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,38 @@ class S3Request:
     range: str | None = None
     #: The server's connection serial number, when it logs one (the capped stand-in).
     connection: int | None = None
+    #: Body bytes sent, when the server logs them (the capped stand-in).
+    bytes_sent: int | None = None
+
+
+def blob_bytes(requests: Sequence[S3Request], sizes: Mapping[str, int]) -> dict[str, Any] | None:
+    """S3 bytes of each blob's data (GET bodies, from the server's own log) against its size:
+    ``{"per_blob": {digest: ratio}, "max_ratio", "mean_ratio"}``; None when the log has no
+    byte counts (moto's). ``sizes``: digest (``sha256:...``) -> bytes.
+
+    >>> reqs = [S3Request("GET", "/b/docker/registry/v2/blobs/sha256/ab/abcd/data", 206,
+    ...                   bytes_sent=n) for n in (60, 60)]
+    >>> blob_bytes(reqs, {"sha256:abcd": 100})["max_ratio"]
+    1.2
+    """
+    if any(r.bytes_sent is None for r in requests):
+        return None
+    sent = dict.fromkeys(sizes, 0)
+    for r in requests:
+        path = r.path.split("?", 1)[0]
+        if r.method != "GET" or not path.endswith("/data") or "/blobs/" not in path:
+            continue
+        digest = "sha256:" + path.rsplit("/", 2)[-2]
+        if digest in sent:
+            sent[digest] += int(r.bytes_sent or 0)
+    ratios = {d: round(sent[d] / size, 3) for d, size in sizes.items() if size > 0}
+    if not ratios:
+        return None
+    return {
+        "per_blob": ratios,
+        "max_ratio": max(ratios.values()),
+        "mean_ratio": round(sum(ratios.values()) / len(ratios), 3),
+    }
 
 
 def parse_moto_log(text: str) -> list[S3Request]:
@@ -279,11 +311,12 @@ def start_sidecars(
     *,
     parallel: int,
     env: Mapping[str, str] | None = None,
+    env_for: Callable[[int], Mapping[str, str]] | None = None,
     deadline_s: float = 90.0,
 ) -> list[Spawned]:
-    """One sidecar per host (``env`` added to its environment: ``REGSIDECAR_...`` settings),
-    ``parallel`` starting at a time, each ready (``/readyz`` 200, i.e. it reached the bucket)
-    before the next batch starts."""
+    """One sidecar per host (``env`` and ``env_for(i)`` added to its environment:
+    ``REGSIDECAR_...`` settings), ``parallel`` starting at a time, each ready (``/readyz``
+    200, i.e. it reached the bucket) before the next batch starts."""
     started: list[Spawned] = []
     for at in range(0, len(hosts), parallel):
         batch = []
@@ -294,7 +327,12 @@ def start_sidecars(
                 "sidecars",
                 topo.hosts[i],
                 sidecar_argv(s3_endpoint, data_dir),
-                env={**AWS_ENV, "PYTHONUNBUFFERED": "1", **(env or {})},
+                env={
+                    **AWS_ENV,
+                    "PYTHONUNBUFFERED": "1",
+                    **(env or {}),
+                    **(env_for(i) if env_for else {}),
+                },
                 unset=AWS_UNSET,
                 name=f"sidecar-h{i}",
             )

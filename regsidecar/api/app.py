@@ -10,7 +10,6 @@ open before the first request and close after the last, and no module holds glob
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal

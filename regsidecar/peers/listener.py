@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 SEND_MOST = 1024 * 1024  # bytes per sendfile call (and per rate-limit grant)
 
 TOKEN = web.AppKey("peer_token", str)
-GATE = web.AppKey("peer_gate", "UploadGate")
 
 
 class RateLimit:
@@ -95,6 +94,9 @@ class UploadGate:
                 await asyncio.sleep(wait)
 
 
+GATE = web.AppKey("peer_gate", UploadGate)
+
+
 @web.middleware
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app.get(TOKEN)
@@ -124,9 +126,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
     gate.enter()  # 429 when every slot is taken
     try:
         try:
-            found = await request.app[REGISTRY].peer_blob(
-                digest, download=request.method == "GET"
-            )
+            found = await request.app[REGISTRY].peer_blob(digest, download=request.method == "GET")
         except BlobUnknown:
             metrics.peer_uploads.labels("missing").inc()
             raise
@@ -136,9 +136,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
         size = found.size
         rng = parse_range(request.headers.get("Range"), size)
         start, end = (rng.start, rng.end) if rng else (0, size - 1)
-        verified = isinstance(found, LocalBlob) or (
-            isinstance(found, Download) and found.verified
-        )
+        verified = isinstance(found, LocalBlob) or (isinstance(found, Download) and found.verified)
         resp = web.StreamResponse(status=206 if rng else 200)
         resp.headers.update(
             {

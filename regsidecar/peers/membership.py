@@ -77,7 +77,7 @@ class DnsMembers:
             infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         except (socket.gaierror, OSError) as exc:
             raise MembershipError(f"dns {self.host}: {exc}") from exc
-        addresses = sorted({info[4][0] for info in infos})
+        addresses = sorted({str(info[4][0]) for info in infos})
         return [Member(member_url(self.scheme, a, self.port)) for a in addresses]
 
 
@@ -132,8 +132,10 @@ class Ec2Members:
 def ec2_filters(asg: str, extra: Sequence[str]) -> list[dict[str, Any]]:
     """DescribeInstances filters: running instances, of the group, matching ``NAME=V1|V2``.
 
-    >>> ec2_filters("web", ["tag:fleet=a|b"])[1:]
-    [{'Name': 'tag:aws:autoscaling:groupName', 'Values': ['web']}, {'Name': 'tag:fleet', 'Values': ['a', 'b']}]
+    >>> for f in ec2_filters("web", ["tag:fleet=a|b"]): print(f["Name"], f["Values"])
+    instance-state-name ['running']
+    tag:aws:autoscaling:groupName ['web']
+    tag:fleet ['a', 'b']
     """
     filters: list[dict[str, Any]] = [{"Name": "instance-state-name", "Values": ["running"]}]
     if asg:
@@ -229,9 +231,7 @@ class Membership:
         self.refreshed_at = self._now()
         self._identify()
         if changed:
-            log.info(
-                "peer members", extra={"members": len(members), "me": self.me and self.me.url}
-            )
+            log.info("peer members", extra={"members": len(members), "me": self.me and self.me.url})
             if self.on_change is not None:
                 self.on_change(members)
         return members

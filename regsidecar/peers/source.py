@@ -125,13 +125,15 @@ class PeerSource:
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     yield chunk
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise UpstreamUnavailable(what, f"peer {self.url}: {type(exc).__name__}: {exc}") from exc
+            raise UpstreamUnavailable(
+                what, f"peer {self.url}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def manifest(self, repo: str, digest: Digest, max_bytes: int) -> bytes:
         raise NotFound(str(digest), "peers serve blobs only")
 
     async def ping(self, timeout_s: float = 2.0) -> str:
-        """"ok", or why this peer cannot be used (for doctor and /healthz)."""
+        """ "ok", or why this peer cannot be used (for doctor and /healthz)."""
         try:
             async with self._session.get(
                 f"{self.url}{PEER_PATH}/",

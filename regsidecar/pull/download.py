@@ -52,6 +52,14 @@ class Download:
         self._any_waiters: list[asyncio.Future[None]] = []  # woken by every write
         # Parts a peer is waiting for that nobody has started: the fetch starts them next.
         self.wanted: set[int] = set()
+        # Peer fetch: a blob of one part is released to clients only once verified (a small
+        # blob, a config: its response is never cut, whatever a peer sent).
+        self.hold_until_verified = False
+        # Set while bytes peers sent are fetched again from the store (readers wait), and
+        # the ranges that turned out wrong: a reader that sent any of them is cut.
+        self.repairing = False
+        self.repairing_tried = False
+        self.damaged: list[tuple[int, int]] = []
 
     @property
     def watermark(self) -> int:
@@ -86,6 +94,21 @@ class Download:
     def fail(self, exc: BaseException) -> None:
         self.error = exc
         self._wake()
+
+    def damage(self, start: int, end: int) -> None:
+        """Bytes ``start..end`` (exclusive) were wrong and have been rewritten."""
+        self.damaged.append((start, end))
+
+    def start_repair(self) -> None:
+        self.repairing = True
+
+    def end_repair(self) -> None:
+        self.repairing = False
+        self._wake()
+
+    def _sent_damaged(self, start: int, pos: int) -> bool:
+        """Whether a reader that sent ``start..pos`` (exclusive) sent a damaged byte."""
+        return any(s < pos and start < e for s, e in self.damaged)
 
     def _want(self, pos: int) -> None:
         part = self.plan.parts[pos // self.plan.part_bytes]
@@ -138,11 +161,20 @@ class Download:
         waiting for the download between them; byte ``end`` only once verified (unless not
         ``verified_last``: a peer's reader, which also takes bytes past a gap)."""
         pos = start
+        checked = False  # against the repair's damaged ranges (once: later bytes are good)
         while pos <= end:
             if self.error is not None:
                 raise UpstreamUnavailable(self.key, f"download failed: {self.error}")
-            if self.verified:
+            if self.damaged and not checked and not self.repairing:
+                if self._sent_damaged(start, pos):
+                    raise UpstreamUnavailable(self.key, "bytes already sent were wrong (a peer's)")
+                checked = True
+            if self.repairing:
+                limit = pos  # wait: bytes are being compared with the store's
+            elif self.verified:
                 limit = end + 1
+            elif verified_last and self.hold_until_verified:
+                limit = pos
             elif verified_last:
                 limit = min(self.plan.watermark, end)
             else:

@@ -122,20 +122,22 @@ class Downloads:
             raise
         self.cache.reserve(info.size)
         self._downloads[digest] = download
+        peers = self.peers
+        peered = peers is not None and bool(peers.membership.others()) and not peers.avoided(digest)
+        # A small blob from peers reaches clients whole and verified (never a cut response).
+        download.hold_until_verified = peered and len(download.plan.parts) == 1
         # Detached from any one request (a fresh context also drops the request's deadline).
         download.task = asyncio.get_running_loop().create_task(
-            self._run(download, repo, fd), context=contextvars.Context()
+            self._run(download, repo, fd, peered=peered), context=contextvars.Context()
         )
         return download
 
-    async def _run(self, download: Download, repo: str, fd: int) -> None:
+    async def _run(self, download: Download, repo: str, fd: int, *, peered: bool) -> None:
         cache, digest = self.cache, download.digest
         released = False
         started = time.monotonic()
         peers = self.peers
-        route = None
-        if peers is not None and peers.membership.others() and not peers.avoided(digest):
-            route = partial(peers.route, digest)
+        route = partial(peers.route, digest) if peers is not None and peered else None
         fetcher = Fetcher(
             download, fd, self.chooser, repo, self._options, self.metrics, route=route
         )
@@ -143,7 +145,12 @@ class Downloads:
             try:
                 async with self._limiter:  # waits for one of the bounded slots
                     started = time.monotonic()
-                    await fetcher.run()
+                    try:
+                        await fetcher.run()
+                    except IntegrityError:
+                        if peers is None or not fetcher.peer_spans or not download.plan.complete:
+                            raise
+                        await self._repair(download, fetcher, peers)
                 await asyncio.to_thread(os.fsync, fd)
             finally:
                 os.close(fd)
@@ -174,13 +181,8 @@ class Downloads:
                 # The cache disk failed (full, I/O error): stream without caching for a while.
                 self._disk_trouble_until = time.monotonic() + DISK_TROUBLE_COOLDOWN_S
                 self.metrics.cache_write_errors.inc()
-            if isinstance(exc, IntegrityError):
+            if isinstance(exc, IntegrityError) and not download.repairing_tried:
                 self.metrics.download_corrupt.inc()
-                if peers is not None and fetcher.served:
-                    # Peers sent some of it: they answer for it, and this blob comes from
-                    # the store next time.
-                    peers.blame(fetcher.served, f"{digest} failed verification")
-                    peers.avoid(digest)
             if not released:
                 cache.release(download.size)
             level = logging.ERROR if isinstance(exc, IntegrityError) else logging.WARNING
@@ -190,6 +192,35 @@ class Downloads:
         finally:
             self._downloads.pop(digest, None)
             self._limiter.release_admission()
+
+    async def _repair(self, download: Download, fetcher: Fetcher, peers: Peers) -> None:
+        """The blob failed verification and peers sent some of it: what they sent is fetched
+        again from the store and compared; the peers whose bytes were wrong answer for it
+        (quarantine, or a strike for bytes they were still receiving themselves), and the
+        blob is published if it now verifies. Readers wait meanwhile; one that had already
+        sent a wrong byte is cut (its client retries), the others go on."""
+        digest = download.digest
+        self.metrics.download_corrupt.inc()
+        log.error(
+            "blob from peers failed verification; checking their bytes against the store",
+            extra={"digest": str(digest), "peer_spans": len(fetcher.peer_spans)},
+        )
+        peers.avoid(digest)
+        download.repairing_tried = True
+        download.start_repair()
+        try:
+            wrong = await fetcher.repair()
+        finally:
+            download.end_repair()
+        peers.blame(wrong, f"sent wrong bytes of {digest}")
+        log.warning(
+            "blob repaired from the store",
+            extra={
+                "digest": str(digest),
+                "peers": sorted(wrong),
+                "damaged_bytes": sum(e - s for s, e in download.damaged),
+            },
+        )
 
     async def pass_through(
         self, digest: Digest, repo: str, size: int, start: int, end: int

@@ -89,6 +89,30 @@ def _hash_span(h: hashlib._Hash, fd: int, offset: int, n: int) -> None:
         offset += len(data)
 
 
+def _differing(a: bytes, b: bytes) -> tuple[int, int]:
+    """The range (end exclusive) from the first to the last byte where ``a`` and ``b`` (of
+    one length) differ; they do.
+
+    >>> _differing(b"abcdef", b"abxdyf")
+    (2, 5)
+    """
+    n = min(len(a), len(b))
+    first = next((i for i in range(n) if a[i] != b[i]), n)
+    last = next((i for i in range(n - 1, first - 1, -1) if a[i] != b[i]), first)
+    return first, last + 1
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSpan:
+    """Bytes ``start..end`` (exclusive) one peer's response wrote, and whether the peer said
+    they came from a blob it had verified."""
+
+    start: int
+    end: int
+    peer: str
+    verified: bool
+
+
 @dataclass(slots=True)
 class _Lease:
     """The part a worker holds now (an open-ended response moves it along)."""
@@ -131,8 +155,8 @@ class Fetcher:
         self.requests = 0
         self.most_connections = 0
         self.sources: set[str] = set()
-        # Peers that sent bytes of this blob -> whether they said the bytes were verified.
-        self.served: dict[str, bool] = {}
+        # What peers sent: (start, end exclusive, peer URL, said verified), per response.
+        self.peer_spans: list[PeerSpan] = []
 
     async def run(self) -> None:
         hasher = asyncio.create_task(self._hash())
@@ -361,15 +385,13 @@ class Fetcher:
         self.requests += 1
         self.sources.add(source.name)
         self.metrics.observe_download_request(source.name, ranged=part.pos > 0 or end is not None)
+        begin = part.pos
+        chunks = source.open(self.repo, download.digest, part.pos, end)
         try:
-            async with closing(source.open(self.repo, download.digest, part.pos, end)) as chunks:
+            async with closing(chunks):
                 while (chunk := await self._next(chunks, source.name)) is not None:
                     if self._first_byte_at is None:
                         self._first_byte_at = time.monotonic()
-                    if source.name == "peer":
-                        url = getattr(source, "url", "peer")
-                        said = bool(getattr(chunks, "verified", False))
-                        self.served[url] = self.served.get(url, False) or said
                     window.received(len(chunk))
                     self.metrics.upstream_bytes(source.name, len(chunk))
                     more = self._store(lease, chunk, open_ended=end is None)
@@ -380,6 +402,16 @@ class Fetcher:
         except NotFound as exc:
             # The blob was there a moment ago (its size was read): a transient answer.
             raise UpstreamUnavailable(download.key, f"{source.name}: {exc}") from exc
+        finally:
+            if source.name == "peer" and lease.part.pos > begin:
+                self.peer_spans.append(
+                    PeerSpan(
+                        begin,
+                        lease.part.pos,
+                        getattr(source, "url", "peer"),
+                        bool(getattr(chunks, "verified", False)),
+                    )
+                )
         if not lease.part.done:
             raise UpstreamUnavailable(
                 download.key,
@@ -464,3 +496,69 @@ class Fetcher:
             flush.result()
         if h.hexdigest() != download.digest.hex:
             raise IntegrityError(download.key, f"content does not match {download.digest}")
+
+    # -- repair ---------------------------------------------------------------------------
+
+    async def repair(self) -> dict[str, bool]:
+        """After a whole blob failed verification with bytes from peers in it: fetch every
+        span peers sent again from the store, compare, write the store's bytes where they
+        differ (those ranges become the download's ``damaged``: a reader that already sent
+        any of them is cut), and hash the whole file again. Returns the peers whose bytes
+        differed (URL -> whether they had said verified); IntegrityError if the blob still
+        does not match (the store's own bytes or a non-peer part are wrong)."""
+        download = self.download
+        wrong: dict[str, bool] = {}
+        spans = sorted(self.peer_spans, key=lambda s: s.start)
+        limit = asyncio.Semaphore(max(1, self.options.connections_per_blob))
+
+        async def check(span: PeerSpan) -> None:
+            async with limit:
+                if await self._refetch(span.start, span.end):
+                    wrong[span.peer] = wrong.get(span.peer, False) or span.verified
+
+        await asyncio.gather(*(check(s) for s in spans))
+        h = hashlib.new(download.digest.algorithm)
+        rfd = os.open(download.temp_path, os.O_RDONLY)
+        try:
+            await asyncio.to_thread(_hash_span, h, rfd, 0, download.size)
+        finally:
+            os.close(rfd)
+        if h.hexdigest() != download.digest.hex:
+            raise IntegrityError(
+                download.key, f"content does not match {download.digest} (after repair)"
+            )
+        return wrong
+
+    async def _refetch(self, start: int, end: int) -> bool:
+        """Bytes ``start..end`` (exclusive) again from the store; where they differ from the
+        file, overwrite them and mark the range damaged. True if anything differed."""
+        rfd = os.open(self.download.temp_path, os.O_RDONLY)
+        try:
+            return await self._compare(self.chooser.primary, rfd, start, end)
+        finally:
+            os.close(rfd)
+
+    async def _compare(self, source: BlobSource, rfd: int, start: int, end: int) -> bool:
+        download = self.download
+        pos, differed = start, False
+        failures = 0
+        while pos < end:
+            try:
+                async with closing(source.open(self.repo, download.digest, pos, end - 1)) as it:
+                    while pos < end and (chunk := await self._next(it, source.name)) is not None:
+                        chunk = chunk[: end - pos]
+                        have = os.pread(rfd, len(chunk), pos)
+                        if have != chunk:
+                            differed = True
+                            lo, hi = _differing(have, chunk)
+                            download.damage(pos + lo, pos + hi)
+                            os.pwrite(self.fd, chunk, pos)
+                        pos += len(chunk)
+                if pos < end:
+                    raise UpstreamUnavailable(download.key, f"short read at {pos}")
+            except (UpstreamUnavailable, NotFound) as exc:
+                failures += 1
+                if failures > self.options.max_resumes:
+                    raise UpstreamUnavailable(download.key, f"repair: {exc}") from exc
+                await asyncio.sleep(self.options.retry.backoff(failures - 1))
+        return differed

@@ -14,7 +14,9 @@ MiB = 1024 * 1024
 
 def _fleet(n: int, zones: tuple[str, ...] = ()) -> list[Member]:
     return [
-        Member(f"http://10.0.{i // 250}.{i % 250 + 1}:5001", zones[i % len(zones)] if zones else None)
+        Member(
+            f"http://10.0.{i // 250}.{i % 250 + 1}:5001", zones[i % len(zones)] if zones else None
+        )
         for i in range(n)
     ]
 
