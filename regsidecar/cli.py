@@ -33,6 +33,17 @@ SETTINGS_FLAGS: list[tuple[str, str, str]] = [
         "directory for the cache and the embedded store (default ~/.local/share/regsidecar)",
     ),
     ("--cache-max-bytes", "cache.max_bytes", "cache size bound, e.g. 20GiB (default 10GiB)"),
+    (
+        "--peer-listen",
+        "peer_listen",
+        "HOST:PORT where other sidecars fetch blobs by digest, e.g. 0.0.0.0:5001 (default: off)",
+    ),
+    (
+        "--peers",
+        "peers.urls",
+        "peer sidecars' URLs, comma-separated (this host may be among them); peers.dns and "
+        "peers.ec2_asg find them instead (default: none, peer fetch off)",
+    ),
     ("--log-level", "log.level", "debug, info, warning or error (default info)"),
 ]
 

@@ -752,6 +752,12 @@ def test_instance_policy_reads_the_registry_tree_and_nothing_else() -> None:
     }
 
 
+def test_peer_policy_only_describes_instances() -> None:
+    statements = _statements("peers-describe-instances.json")
+    grants = {(a, r) for st in statements for a in st["actions"] for r in st["resources"]}
+    assert grants == {("ec2:DescribeInstances", "*")}
+
+
 def test_ci_policy_is_what_distributions_s3_driver_needs_to_push() -> None:
     statements = _statements("ci-push.json")
     grants = {(a, r) for st in statements for a in st["actions"] for r in st["resources"]}

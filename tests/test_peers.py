@@ -346,3 +346,45 @@ async def test_an_unreachable_peer_costs_nothing_but_a_fetch_from_s3(
         assert_cache_verified(f.sidecars[0])
         key = layout.blob_data(digest)
         assert _s3_bytes(proxy, key, len(data)) <= 2 * len(data)
+
+
+@pytest.mark.timeout(90)
+async def test_doctor_reports_the_peers_it_reaches_and_the_ones_it_does_not(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """A fleet of two with a token, and a third member nobody listens for: doctor's peers
+    row warns and names the dead member (one of the two others answers); with a wrong token
+    it says the token is refused; a host without a peer listener is told it serves none."""
+    from tests.conftest import s3_args
+    from tests.test_doctor import doctor
+
+    token_file = tmp_path / "peer-token"
+    token_file.write_text("fleet-token\n")
+    ports = [free_port() for _ in range(2)]
+    dead = f"http://127.0.0.1:{free_port()}"
+    urls = [f"http://127.0.0.1:{p}" for p in ports] + [dead]
+    env = {"REGSIDECAR_PEERS_TOKEN_FILE": str(token_file)}
+    with fleet(proxy, bucket, tmp_path, urls=urls, peer_ports=ports, env=env):
+        base = [*s3_args(proxy.url, bucket), "--skip-docker", "--peers", ",".join(urls)]
+        mine = [*base, "--peer-listen", f"127.0.0.1:{ports[0]}"]
+        r = await asyncio.to_thread(
+            doctor, mine, tmp_path / "d1", env={"REGSIDECAR_PEERS_TOKEN_FILE": str(token_file)}
+        )
+        row = r.rows["peers"]
+        assert row["status"] == "warn", row
+        assert row["detail"].startswith(f"3 members, 1 of 2 asked answer; this host is {urls[0]}")
+        assert dead in row["detail"] and "security group" in row["fix"]
+        wrong = tmp_path / "wrong-token"
+        wrong.write_text("nope\n")
+        r = await asyncio.to_thread(
+            doctor, mine, tmp_path / "d2", env={"REGSIDECAR_PEERS_TOKEN_FILE": str(wrong)}
+        )
+        assert "token is not accepted" in r.rows["peers"]["detail"]
+        assert "peers.token_file" in r.rows["peers"]["fix"]
+        r = await asyncio.to_thread(
+            doctor,
+            [*s3_args(proxy.url, bucket), "--skip-docker", "--peers", dead],
+            tmp_path / "d3",
+        )
+        assert r.rows["peers"]["status"] == "warn"
+        assert "peer_listen is off" in r.rows["peers"]["detail"]

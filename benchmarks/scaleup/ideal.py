@@ -18,10 +18,14 @@ def ideal_s(run: Mapping[str, Any], params: Mapping[str, Any]) -> float | None:
     cap (``s3_conn_mbit``) also no faster than the layers, ``concurrency`` at a time, each
     over its connections at that cap (``conn_bound_s``): one per blob for central
     (distribution reads a blob as one stream) and single, ``connections_per_blob`` for
-    sidecar. None for warmed (loopback)."""
+    sidecar. Peers (with their faults): as sidecar; each host also uploads about what it
+    downloads ((N-1)/N of it), at an upload cap equal to the download cap. None for warmed
+    (loopback)."""
     s = run["pull"]["summary"]
     scenario = run["scenario"]
-    if not s["clients"] or scenario not in ("sidecar", "single", "central"):
+    if scenario in ("peers", "peers-kill", "peers-liar"):
+        scenario = "peers"
+    if not s["clients"] or scenario not in ("sidecar", "single", "central", "peers"):
         return None
     per_host = float(s["bytes"]) / int(s["clients"])
     ideal = per_host * 8 / (float(params["host_mbit"]) * 1e6)
@@ -32,7 +36,7 @@ def ideal_s(run: Mapping[str, Any], params: Mapping[str, Any]) -> float | None:
         if scenario == "central":
             streams = 1
         else:
-            download = params.get("sidecar_download", {}).get(scenario, {})
+            download = params.get("sidecar_download", {}).get(run["scenario"], {})
             streams = int(download.get("connections_per_blob", 1 if scenario == "single" else 8))
         ideal = max(ideal, conn_bound_s(params, streams))
     return ideal

@@ -28,6 +28,9 @@ status (pass, warn or fail) and, for every row that does not pass, the fix. Chec
                      cache.min_free_bytes (fail below cache.min_free_bytes)
   sidecar            GET http://LISTEN/v2/ answers as a registry (and /readyz, if served);
                      not running is a warning
+  peers              with peer fetch on: the membership (peers.urls / dns / ec2_*) finds
+                     members, and up to 16 others answer GET /peer/v1/ with the token (warn
+                     when some do not, or when this host serves none)
   docker             the daemon answers (DOCKER_HOST or --docker-host; not reachable is a
                      warning: podman-only hosts exist); then its data-root free space (warn
                      under 10 GiB or 10%), log driver (warn: json-file without max-size) and

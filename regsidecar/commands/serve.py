@@ -20,7 +20,11 @@ def register(sub: SubParsers) -> None:
         "that is not cached is fetched from the store once however many clients ask, and "
         "over parallel ranged GETs once one connection proves too slow (download.* "
         "settings, env REGSIDECAR_DOWNLOAD_*); no response's last byte leaves before the "
-        "blob is verified. It is read-only unless auth.htpasswd or auth.tokens names "
+        "blob is verified. With peers (--peers, peers.dns or peers.ec2_asg; the others' "
+        "--peer-listen), each part of a blob comes from its rendezvous tree's parent on "
+        "another host and only that tree's root reads it from S3; every blob is still "
+        "verified, and a peer that is down, slow or lying costs a fetch from S3. It is "
+        "read-only unless auth.htpasswd or auth.tokens names "
         "writers; then those may push, delete (push.delete) and promote (POST /-/promote). "
         "Under systemd (Type=notify) it reports READY=1 once it listens and the store "
         "answers or the cache holds content, and pings the watchdog when WatchdogSec= is set.",

@@ -8,6 +8,7 @@ Checks, in order (one :class:`Check` each, docker's split in four when the daemo
     clock              S3 time - local time, from S3's Date header (S3 stores only)
     cache              DATA_DIR/cache writable; the disk holds cache.max_bytes + min_free_bytes
     sidecar            GET /v2/ (and /readyz, if served) on the listen address
+    peers              (peer fetch on) the members found; each other one's /peer/v1/ answers
     docker             the daemon answers (docker SDK; DOCKER_HOST or --docker-host)
     docker-data-root   free space where the daemon keeps images
     docker-log-driver  container logs bounded (not json-file without max-size)

@@ -40,6 +40,7 @@ from regsidecar.doctor.verdicts import (
     AuthProbe,
     Check,
     ErrorKind,
+    PeerProbe,
     SidecarProbe,
     StoreProbe,
     cache_verdict,
@@ -328,3 +329,44 @@ def read_log_opts(path: str) -> dict[str, Any] | None:
         return None
     opts = doc.get("log-opts") if isinstance(doc, dict) else None
     return dict(opts) if isinstance(opts, dict) else {}
+
+
+#: Members a doctor run pings (the rest are counted, not asked).
+PEERS_PINGED = 16
+
+
+async def probe_peers(settings: Settings) -> PeerProbe:
+    """Refresh the membership once and ping up to PEERS_PINGED other members' listeners."""
+    from regsidecar.peers.fleet import membership, peer_token
+    from regsidecar.peers.ring import Member
+    from regsidecar.peers.source import PeerSource
+    from regsidecar.pull.window import ConnectionWindow
+    from regsidecar.upstream import CircuitBreaker
+
+    members = membership(settings)
+    await members.refresh()
+    token = peer_token(settings)
+    others = members.others()[:PEERS_PINGED]
+    timeout = aiohttp.ClientTimeout(total=NETWORK_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def ping(m: Member) -> str:
+            source = PeerSource(
+                m,
+                session,
+                token=token,
+                me=members.me.url if members.me else None,
+                breaker=CircuitBreaker(),
+                window=ConnectionWindow(1),
+            )
+            return await source.ping(NETWORK_TIMEOUT_S)
+
+        answers = await asyncio.gather(*(ping(m) for m in others))
+    return PeerProbe(
+        members=len(members.members),
+        me=members.me.url if members.me else None,
+        listen=settings.peer_listen,
+        provider_errors=dict(members.errors),
+        answers={m.url: a for m, a in zip(others, answers, strict=True)},
+        asked=len(others),
+    )

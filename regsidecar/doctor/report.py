@@ -20,6 +20,7 @@ from regsidecar.doctor.probes import (
     probe_auth,
     probe_cache,
     probe_docker,
+    probe_peers,
     probe_sidecar,
     probe_store,
 )
@@ -30,6 +31,7 @@ from regsidecar.doctor.verdicts import (
     clock_not_needed,
     clock_verdict,
     config_verdict,
+    peers_verdict,
     sidecar_verdict,
     store_verdict,
 )
@@ -45,6 +47,7 @@ _HUNG_FIX = {
     "cache": "the data dir's disk does not answer: check the mount (NFS?) and dmesg",
     "sidecar": "the process is stuck: systemctl restart regsidecar",
     "docker": "the daemon is stuck: systemctl restart docker",
+    "peers": "a membership source does not answer: check peers.dns / the EC2 API endpoint",
 }
 
 
@@ -104,10 +107,17 @@ async def run_checks(
     async def sidecar() -> Check:
         return sidecar_verdict(await probe_sidecar(settings.listen))
 
+    async def peers() -> list[Check]:
+        if not settings.peers.enabled:
+            return []
+        got = await _bounded("peers", probe_peers(settings))
+        return [got if isinstance(got, Check) else peers_verdict(got)]
+
     groups = await asyncio.gather(
         store_and_clock(),
         one("cache", asyncio.to_thread(probe_cache, settings)),
         one("sidecar", sidecar()),
+        peers(),
         docker(),
     )
     checks = [config_verdict(settings), auth_verdict(await asyncio.to_thread(probe_auth, settings))]

@@ -335,3 +335,67 @@ def sidecar_verdict(p: SidecarProbe) -> Check:
     if p.ready_status == 200:
         detail += "; /readyz: ready"
     return Check("sidecar", "pass", detail)
+
+
+# -- peers ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerProbe:
+    """What peer fetch looks like from here: the members found, which is this host, and
+    what each other member's peer listener answered (``"ok"`` or why not)."""
+
+    members: int
+    me: str | None
+    listen: str
+    provider_errors: dict[str, str]
+    answers: dict[str, str]
+    asked: int  # members pinged (the first of them)
+
+
+def peers_verdict(p: PeerProbe) -> Check:
+    """fail: no member found; warn: a provider failing, members not answering (or refusing
+    the token), or this host serving none (no peer_listen, or not among the members);
+    pass: every member asked answers.
+
+    >>> peers_verdict(PeerProbe(3, "http://10.0.0.1:5001", "0.0.0.0:5001", {},
+    ...     {"http://10.0.0.2:5001": "ok", "http://10.0.0.3:5001": "ok"}, 2)).status
+    'pass'
+    """
+    if p.members == 0:
+        errors = "; ".join(p.provider_errors.values()) or "the lists are empty"
+        return Check(
+            "peers",
+            "fail",
+            f"no members found ({errors})",
+            "check peers.urls / peers.dns / peers.ec2_asg (and ec2:DescribeInstances, "
+            "deploy/iam/peers-describe-instances.json)",
+        )
+    bad = {url: why for url, why in p.answers.items() if why != "ok"}
+    ok = len(p.answers) - len(bad)
+    detail = f"{p.members} members, {ok} of {p.asked} asked answer"
+    if p.me:
+        detail += f"; this host is {p.me}"
+    problems: list[str] = []
+    fixes: list[str] = []
+    if p.provider_errors:
+        problems.append("; ".join(p.provider_errors.values()))
+        fixes.append("see the provider error")
+    if bad:
+        shown = ", ".join(f"{url}: {why}" for url, why in list(bad.items())[:3])
+        problems.append(f"not answering: {shown}" + (" ..." if len(bad) > 3 else ""))
+        if any("token" in why for why in bad.values()):
+            fixes.append("give every host the same peers.token_file")
+        fixes.append(
+            "open TCP to the peer port between the fleet's hosts (a security group that "
+            "allows itself) and run the sidecars with --peer-listen"
+        )
+    if not p.listen:
+        problems.append("peer_listen is off: this host fetches from peers but serves none")
+        fixes.append("set peer_listen (e.g. 0.0.0.0:5001) so the others can use this host")
+    elif p.me is None:
+        problems.append("this host is not among the members: nobody asks it")
+        fixes.append("set peers.advertise to this host's peer URL as the others list it")
+    if problems:
+        return Check("peers", "warn", f"{detail}; " + "; ".join(problems), "; ".join(fixes))
+    return Check("peers", "pass", detail)

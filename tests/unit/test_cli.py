@@ -23,6 +23,8 @@ FLAGS = [
     ("--s3-path-style", "s3.path_style"),
     ("--data-dir", "data_dir"),
     ("--cache-max-bytes", "cache.max_bytes"),
+    ("--peer-listen", "peer_listen"),
+    ("--peers", "peers.urls"),
     ("--log-level", "log.level"),
 ]
 

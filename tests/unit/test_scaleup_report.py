@@ -78,7 +78,7 @@ def test_all_targets_met_when_sidecars_stay_flat_and_central_grows() -> None:
         "failed pulls, sidecar + warmed (all N)": "met",
         # the warmed pull is loopback only: CPU-bound by design, left out of the CPU check
         "CPU busy: highest mean of a central/sidecar pull phase (share of both cores)": "met",
-        "all-ready / what the caps alone allow (worst central/sidecar run)": "met",
+        "all-ready / what the caps alone allow (worst central/sidecar/peers run)": "met",
     }
 
 
@@ -91,12 +91,51 @@ def test_targets_fail_on_growth_failures_and_busy_cpus() -> None:
     cpu = "CPU busy: highest mean of a central/sidecar pull phase (share of both cores)"
     assert got[cpu] == "NOT met"
     slow = [*GOOD[:4], run("sidecar", 40, 40.0), GOOD[5]]
-    assert (
-        verdicts(result(slow))["all-ready / what the caps alone allow (worst central/sidecar run)"]
-        == "NOT met"
-    )  # 40 s where 26.2 s would do
+    worst = "all-ready / what the caps alone allow (worst central/sidecar/peers run)"
+    assert verdicts(result(slow))[worst] == "NOT met"  # 40 s where 26.2 s would do
     flat = [*GOOD[:4], run("sidecar", 40, 40.0), GOOD[5]]
     assert verdicts(result(flat))["sidecar all-ready N=40 / N=1"] == "NOT met"  # 40/29 > 1.3
+
+
+def _peers(
+    n: int, t: float, ratio: float, scenario: str = "peers", failed: int = 0
+) -> dict[str, Any]:
+    r = run(scenario, n, t, failed=failed)
+    r["backend"]["s3_blob_bytes"] = {"per_blob": {}, "max_ratio": ratio, "mean_ratio": ratio}
+    return r
+
+
+def test_peer_targets_hold_s3_bytes_per_blob_growth_and_failures() -> None:
+    good = [
+        *GOOD,
+        _peers(1, 29.0, 1.0),
+        _peers(40, 30.0, 1.08),
+        _peers(40, 31.0, 1.3, "peers-kill"),
+    ]
+    got = verdicts(result(good))
+    assert got["peers: S3 bytes of each blob at N=40 (the most of any blob, x its size)"] == "met"
+    assert got["peers all-ready N=40 / N=1"] == "met"
+    assert got["peers / sidecar all-ready at N=40"] == "met"  # 30 / 29.5
+    assert got["failed pulls, peers + peers-kill (survivors) + peers-liar (all N)"] == "met"
+    bad = [
+        *GOOD,
+        _peers(1, 29.0, 1.0),
+        _peers(40, 45.0, 40.0),
+        _peers(40, 90.0, 5.0, "peers-liar", 1),
+    ]
+    got = verdicts(result(bad))
+    assert (
+        got["peers: S3 bytes of each blob at N=40 (the most of any blob, x its size)"] == "NOT met"
+    )
+    assert got["peers all-ready N=40 / N=1"] == "NOT met"
+    assert got["peers / sidecar all-ready at N=40"] == "NOT met"
+    assert got["failed pulls, peers + peers-kill (survivors) + peers-liar (all N)"] == "NOT met"
+    # the liar's run pays for its fault: it is not held to the caps
+    worst = "all-ready / what the caps alone allow (worst central/sidecar/peers run)"
+    assert (
+        verdicts(result([*GOOD, _peers(40, 30.0, 1.0), _peers(40, 90.0, 5.0, "peers-liar")]))[worst]
+        == "met"
+    )
 
 
 def test_a_single_n_or_missing_scenario_is_not_measured() -> None:
