@@ -396,12 +396,11 @@ class Registry:
                 ) from exc
             return LocalBlob(digest, local, size, _no_pin, "store")
         assert self.cache is not None and self.downloads is not None, "remote stores cache"
-        cache, downloads = self.cache, self.downloads
-        path = cache.lookup(digest)
-        cached_size = cache.size_of(digest)
-        if path is not None and cached_size is not None and await self._intact(digest, path):
-            return LocalBlob(digest, path, cached_size, lambda: cache.pinned(digest), "cache")
-        running = downloads.get(digest)
+        downloads = self.downloads
+        held = await self._held(digest)
+        if isinstance(held, LocalBlob):
+            return held
+        running = held
         if running is None:
             try:
                 # Concurrent first requests for one blob ask its size once.
@@ -415,12 +414,10 @@ class Registry:
                 ) from exc
             except StorageError as exc:
                 raise Unavailable.from_storage(exc) from exc
-            # While we asked for the size another request may have started the download, or
-            # even finished it.
-            path = cache.lookup(digest)
-            if path is not None:
-                return LocalBlob(digest, path, info.size, lambda: cache.pinned(digest), "cache")
-            running = downloads.get(digest)
+            arrived = self._arrived(digest, info.size)
+            if isinstance(arrived, LocalBlob):
+                return arrived
+            running = arrived
             if running is None:
                 if not download:
                     return StreamingBlob(digest, info.size, _not_downloading)
@@ -447,16 +444,12 @@ class Registry:
         repository). No repository link is checked: peers ask by digest only, as any member
         of the fleet may. ``download=False`` (HEAD) never starts one: a blob this host does
         not hold is answered with its size only (a StreamingBlob that cannot be opened)."""
-        cache, downloads = self.cache, self.downloads
-        if cache is None or downloads is None:
+        downloads = self.downloads
+        if self.cache is None or downloads is None:
             raise BlobUnknown("this sidecar has no cache to share")
-        path = cache.lookup(digest)
-        size = cache.size_of(digest)
-        if path is not None and size is not None and await self._intact(digest, path):
-            return LocalBlob(digest, path, size, lambda: cache.pinned(digest), "cache")
-        running = downloads.get(digest)
-        if running is not None:
-            return running
+        held = await self._held(digest)
+        if held is not None:
+            return held
         try:
             info = await self._size_flights.do(
                 digest, lambda: self.chooser.primary.stat("", digest)
@@ -465,17 +458,34 @@ class Registry:
             raise BlobUnknown(detail={"digest": str(digest)}) from exc
         except StorageError as exc:
             raise Unavailable.from_storage(exc) from exc
-        path = cache.lookup(digest)
-        if path is not None:
-            return LocalBlob(digest, path, info.size, lambda: cache.pinned(digest), "cache")
-        running = downloads.get(digest)
-        if running is not None:
-            return running
+        arrived = self._arrived(digest, info.size)
+        if arrived is not None:
+            return arrived
         if not download:
             return StreamingBlob(digest, info.size, _not_downloading)
         if not downloads.usable(info.size):
             raise TooManyRequests("this sidecar's cache cannot take the blob now")
         return downloads.start(digest, "", info)
+
+    async def _held(self, digest: Digest) -> LocalBlob | Download | None:
+        """The verified cached file of ``digest``, else its download in progress, if any."""
+        assert self.cache is not None and self.downloads is not None
+        cache = self.cache
+        path = cache.lookup(digest)
+        size = cache.size_of(digest)
+        if path is not None and size is not None and await self._intact(digest, path):
+            return LocalBlob(digest, path, size, lambda: cache.pinned(digest), "cache")
+        return self.downloads.get(digest)
+
+    def _arrived(self, digest: Digest, size: int) -> LocalBlob | Download | None:
+        """What :meth:`_held` would say now, after an await (the size request): another
+        request may have started the download meanwhile, or even finished it."""
+        assert self.cache is not None and self.downloads is not None
+        cache = self.cache
+        path = cache.lookup(digest)
+        if path is not None:
+            return LocalBlob(digest, path, size, lambda: cache.pinned(digest), "cache")
+        return self.downloads.get(digest)
 
     async def adopt(self, digest: Digest, path: str, size: int) -> None:
         """Keep a copy of a blob this sidecar has just verified and stored (a push) in the

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from regsidecar.peers.ring import Member, ancestors, part_key
+from regsidecar.peers.source import VERIFIED_HEADER
 from regsidecar.storage import layout
 from tests.pullcheck import assert_cache_verified, get_digest, proxied_sidecar, span_of
 from tests.rig.faultproxy import FaultProxy
@@ -97,6 +98,28 @@ def fleet(
                 sc.start()
             sidecars.append(sc)
         yield Fleet(sidecars, listed, ports)
+
+
+@contextlib.contextmanager
+def lying_fleet(
+    proxy: FaultProxy,
+    bucket: str,
+    tmp_path: Path,
+    writer: BucketWriter,
+    size: int,
+    *,
+    start: int | None = None,
+) -> Iterator[tuple[Fleet, FaultProxy, bytes, str]]:
+    """Three sidecars; host 0 is listed at a proxy that flips byte 100 of every peer response
+    and is the root of the blob's first part. Yields (fleet, the liar, the blob, its digest)."""
+    ports = [free_port() for _ in range(3)]
+    with FaultProxy(f"http://127.0.0.1:{ports[0]}") as liar:
+        liar.corrupt(at_byte=100, path_contains="/peer/v1/blobs/")
+        urls = [liar.url, *(f"http://127.0.0.1:{p}" for p in ports[1:])]
+        data = blob_rooted_at(urls, 0, size)
+        digest = writer.blob("app", data)
+        with fleet(proxy, bucket, tmp_path, urls=urls, peer_ports=ports, start=start) as f:
+            yield f, liar, data, digest
 
 
 async def _pull_all(
@@ -220,43 +243,38 @@ async def test_a_peer_serving_wrong_bytes_is_quarantined_and_the_blob_fetched_el
     peers sent is fetched again from S3 and compared, host 0 (whose bytes differ) is
     quarantined, the repaired blob is published; the client, which had already been sent
     a wrong byte 100, is cut short (never a complete wrong body) and its retry is exact."""
-    ports = [free_port() for _ in range(3)]
-    with FaultProxy(f"http://127.0.0.1:{ports[0]}") as liar:
-        liar.corrupt(at_byte=100, path_contains="/peer/v1/blobs/")
-        urls = [liar.url, *(f"http://127.0.0.1:{p}" for p in ports[1:])]
-        data = blob_rooted_at(urls, 0, 3 * MiB + 11)
-        digest = writer.blob("app", data)
-        with fleet(proxy, bucket, tmp_path, urls=urls, peer_ports=ports, start=1) as f:
-            first = await _pull_all(f.sidecars[:1], "app", digest)
-            assert first[0][:3] == (200, digest, len(data))
-            f.sidecars[1].start()
-            f.sidecars[2].start()
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
-                url = f"{f.sidecars[1].url}/v2/app/blobs/{digest}"
-                with pytest.raises((aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
-                    await get_digest(s, url)
-                status, got, n, _ = await get_digest(s, url)
-            assert (status, got, n) == (200, digest, len(data))
-            text = await _metrics(f.sidecars[1])
-            assert _metric(text, "regsidecar_peer_quarantines_total") == 1
-            assert _metric(text, "regsidecar_download_corrupt_total") == 1
-            logs = f.sidecars[1].logs()
-            quarantined = [e for e in logs if e.get("msg") == "peer quarantined"]
-            assert [e["peer"] for e in quarantined] == [liar.url]
-            repaired = [e for e in logs if e.get("msg") == "blob repaired from the store"]
-            assert [e["peers"] for e in repaired] == [[liar.url]]
-            # Byte 100 of each part host 0 was asked for (the parts it is the root of; the
-            # last part, 11 bytes, has no byte 100).
-            lied = sum(
-                f.root_of(digest, off) == 0 and len(data) - off > 100
-                for off in range(0, len(data), MiB)
-            )
-            assert [e["damaged_bytes"] for e in repaired] == [lied]
-            async with aiohttp.ClientSession() as s, s.get(f"{f.sidecars[1].url}/healthz") as r:
-                health = await r.json()
-            assert health["peers"]["quarantined"] == [liar.url]
-            for sc in f.sidecars:
-                assert_cache_verified(sc)
+    size = 3 * MiB + 11
+    with lying_fleet(proxy, bucket, tmp_path, writer, size, start=1) as (f, liar, data, digest):
+        first = await _pull_all(f.sidecars[:1], "app", digest)
+        assert first[0][:3] == (200, digest, len(data))
+        f.sidecars[1].start()
+        f.sidecars[2].start()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+            url = f"{f.sidecars[1].url}/v2/app/blobs/{digest}"
+            with pytest.raises((aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
+                await get_digest(s, url)
+            status, got, n, _ = await get_digest(s, url)
+        assert (status, got, n) == (200, digest, len(data))
+        text = await _metrics(f.sidecars[1])
+        assert _metric(text, "regsidecar_peer_quarantines_total") == 1
+        assert _metric(text, "regsidecar_download_corrupt_total") == 1
+        logs = f.sidecars[1].logs()
+        quarantined = [e for e in logs if e.get("msg") == "peer quarantined"]
+        assert [e["peer"] for e in quarantined] == [liar.url]
+        repaired = [e for e in logs if e.get("msg") == "blob repaired from the store"]
+        assert [e["peers"] for e in repaired] == [[liar.url]]
+        # Byte 100 of each part host 0 was asked for (the parts it is the root of; the
+        # last part, 11 bytes, has no byte 100).
+        lied = sum(
+            f.root_of(digest, off) == 0 and len(data) - off > 100
+            for off in range(0, len(data), MiB)
+        )
+        assert [e["damaged_bytes"] for e in repaired] == [lied]
+        async with aiohttp.ClientSession() as s, s.get(f"{f.sidecars[1].url}/healthz") as r:
+            health = await r.json()
+        assert health["peers"]["quarantined"] == [liar.url]
+        for sc in f.sidecars:
+            assert_cache_verified(sc)
 
 
 @pytest.mark.timeout(120)
@@ -266,24 +284,18 @@ async def test_a_small_blob_from_a_lying_peer_reaches_the_client_whole_and_exact
     """A blob of one part (a config, 200 KiB here) that comes from peers is released to a
     client only once verified: when the peer lied, the repair from S3 happens before the
     client gets a byte, so even the first pull is exact (a client may not retry a config)."""
-    ports = [free_port() for _ in range(3)]
-    with FaultProxy(f"http://127.0.0.1:{ports[0]}") as liar:
-        liar.corrupt(at_byte=100, path_contains="/peer/v1/blobs/")
-        urls = [liar.url, *(f"http://127.0.0.1:{p}" for p in ports[1:])]
-        data = blob_rooted_at(urls, 0, 200 * 1024)
-        digest = writer.blob("app", data)
-        with fleet(proxy, bucket, tmp_path, urls=urls, peer_ports=ports) as f:
-            for i in (1, 2):
-                (result,) = await _pull_all(f.sidecars[i : i + 1], "app", digest)
-                assert result[:3] == (200, digest, len(data))
-            text = await _metrics(f.sidecars[1])
-            assert _metric(text, "regsidecar_download_corrupt_total") == 1
-            repaired = [
-                e for e in f.sidecars[1].logs() if e.get("msg") == "blob repaired from the store"
-            ]
-            assert [e["peers"] for e in repaired] == [[liar.url]]
-            for sc in f.sidecars:
-                assert_cache_verified(sc)
+    with lying_fleet(proxy, bucket, tmp_path, writer, 200 * 1024) as (f, liar, data, digest):
+        for i in (1, 2):
+            (result,) = await _pull_all(f.sidecars[i : i + 1], "app", digest)
+            assert result[:3] == (200, digest, len(data))
+        text = await _metrics(f.sidecars[1])
+        assert _metric(text, "regsidecar_download_corrupt_total") == 1
+        repaired = [
+            e for e in f.sidecars[1].logs() if e.get("msg") == "blob repaired from the store"
+        ]
+        assert [e["peers"] for e in repaired] == [[liar.url]]
+        for sc in f.sidecars:
+            assert_cache_verified(sc)
 
 
 @pytest.mark.timeout(60)
@@ -388,3 +400,35 @@ async def test_doctor_reports_the_peers_it_reaches_and_the_ones_it_does_not(
         )
         assert r.rows["peers"]["status"] == "warn"
         assert "peer_listen is off" in r.rows["peers"]["detail"]
+
+
+@pytest.mark.timeout(60)
+async def test_peer_uploads_are_bounded_in_number_and_rate(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """peers.max_uploads 1: while one peer response is open, a second gets 429
+    TOOMANYREQUESTS with Retry-After (the asker goes elsewhere); peers.max_upload_bytes_per_s
+    2 MiB/s: after the first response used up the burst, a 3 MiB blob takes 1.5 s to send."""
+    data = os.urandom(3 * MiB)
+    digest = writer.blob("app", data)
+    env = {"REGSIDECAR_PEERS_MAX_UPLOADS": "1", "REGSIDECAR_PEERS_MAX_UPLOAD_BYTES_PER_S": "2MiB"}
+    with fleet(proxy, bucket, tmp_path, 2, env=env) as f:
+        url = f"http://127.0.0.1:{f.peer_ports[0]}/peer/v1/blobs/{digest}"
+        async with aiohttp.ClientSession() as s:
+            async with s.get(url) as first:  # the cold blob: fetched, then sent at 2 MiB/s
+                assert first.status == 200
+                async with s.get(url) as second:
+                    assert second.status == 429
+                    assert second.headers["Retry-After"] == "1"
+                    assert (await second.json())["errors"][0]["code"] == "TOOMANYREQUESTS"
+                assert await first.read() == data
+            t0 = asyncio.get_running_loop().time()
+            async with s.get(url) as again:  # now cached: one slot free again, still paced
+                assert again.headers[VERIFIED_HEADER] == "1"
+                assert await again.read() == data
+            took = asyncio.get_running_loop().time() - t0
+        # 3 MiB at 2 MiB/s, the bucket emptied by the first response: 1.5 s and more.
+        assert 1.2 < took < 5.0, took
+        text = await _metrics(f.sidecars[0])
+        # ours, and host 1's requests for the parts host 0 is the root of (then from S3)
+        assert _metric(text, "regsidecar_peer_uploads_total", '{outcome="busy"}') >= 1

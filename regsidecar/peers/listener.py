@@ -123,7 +123,11 @@ async def blob(request: web.Request) -> web.StreamResponse:
     digest = parse_digest(request.match_info["digest"])
     metrics = request.app[METRICS]
     gate = request.app[GATE]
-    gate.enter()  # 429 when every slot is taken
+    try:
+        gate.enter()  # 429 when every slot is taken
+    except TooManyRequests:
+        metrics.peer_uploads.labels("busy").inc()
+        raise
     try:
         try:
             found = await request.app[REGISTRY].peer_blob(digest, download=request.method == "GET")
