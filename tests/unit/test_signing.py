@@ -16,6 +16,7 @@ from regsidecar.signing.payload import (
     parse_payload,
     verify_payload,
 )
+from regsidecar.signing.policy import PolicyRule, Signature, evaluate, rule_for
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -162,3 +163,54 @@ def test_signed_identity_rules_follow_containers_policy_json() -> None:
     assert matches(narrow, apple, apple) and not matches(
         narrow, apple, parse_identity("ci.example:5000/xle:v1")
     )
+
+
+# -- the policy's verdicts -----------------------------------------------------------------
+
+
+def _keys() -> tuple[ec.EllipticCurvePrivateKey, list[tuple[str, object]]]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key, [("ci.pub", load_public_key(pem(key.public_key())))]
+
+
+def test_the_first_matching_rule_decides_and_no_rule_accepts() -> None:
+    rules = [PolicyRule("prod/*", "signed-by", ("ci.pub",)), PolicyRule("*", "reject")]
+    assert rule_for(rules, "prod/app") is rules[0]
+    assert rule_for(rules, "dev/app") is rules[1]
+    assert rule_for([], "app") is None
+    image = parse_identity("localhost:5000/dev/app:v1")
+    assert evaluate(None, [], image, DIGEST, []).accepted
+    assert evaluate(PolicyRule("*", "accept"), [], image, DIGEST, []).accepted
+    verdict = evaluate(rules[1], [], image, DIGEST, [])
+    assert (verdict.accepted, verdict.reason, verdict.rule) == (
+        False,
+        "the policy rejects this repository",
+        "*",
+    )
+
+
+def test_signed_by_accepts_a_valid_signature_and_names_the_reason_otherwise() -> None:
+    key, keys = _keys()
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    rule = PolicyRule("*", "signed-by", ("ci.pub",))
+    image = parse_identity("localhost:5000/app:v1")
+
+    def sig(data: bytes, by: ec.EllipticCurvePrivateKey = key) -> Signature:
+        return Signature(data, sign_ec(by, data), "tag sha256-ab.sig")
+
+    good = sig(payload())
+    ok = evaluate(rule, keys, image, DIGEST, [good])  # type: ignore[arg-type]
+    assert (ok.accepted, ok.key) == (True, "ci.pub")
+    assert evaluate(rule, keys, image, DIGEST, []).reason == "no signature"  # type: ignore[arg-type]
+    wrong_key = evaluate(rule, keys, image, DIGEST, [sig(payload(), stranger)])  # type: ignore[arg-type]
+    assert wrong_key.reason.startswith("not signed by a policy key")
+    other_digest = "sha256:" + "cd" * 32
+    moved = evaluate(rule, keys, image, DIGEST, [sig(payload(digest=other_digest))])  # type: ignore[arg-type]
+    assert moved.reason == f"the signature covers another digest, {other_digest}"
+    renamed = evaluate(rule, keys, image, DIGEST, [sig(payload(ref="localhost:5000/app:v2"))])  # type: ignore[arg-type]
+    assert renamed.reason.startswith("the signature names another image, localhost:5000/app:v2")
+    # several signatures: one good one is enough; the reason names the most telling failure
+    mixed = [sig(payload(), stranger), sig(payload(digest=other_digest)), good]
+    assert evaluate(rule, keys, image, DIGEST, mixed).accepted  # type: ignore[arg-type]
+    bad = [sig(payload(), stranger), sig(payload(digest=other_digest))]
+    assert "another digest" in evaluate(rule, keys, image, DIGEST, bad).reason  # type: ignore[arg-type]
