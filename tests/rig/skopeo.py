@@ -8,6 +8,11 @@ path /var/lib/containers/cache (no flag/env moves it), so root runs happen in a
 private mount namespace (``unshare --mount``) with the temp dir bind-mounted
 over /var/lib: nothing lands on the host and no stale cache leaks between runs
 (so paths handed to skopeo must not live under /var/lib).
+
+Debian's skopeo 1.9.3 (and podman 4.3.1, on the same containers/image) is built with sigstore
+disabled: ``--sign-by-sigstore-private-key`` and a ``sigstoreSigned`` policy both fail with
+"Debian-local change: sigstore disabled" (checked 2026-12-07, with a signature in the exact
+format containers/image writes). GPG simple signing is what it still has.
 """
 
 from __future__ import annotations
