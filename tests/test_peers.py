@@ -77,6 +77,7 @@ def fleet(
     urls: list[str] | None = None,
     peer_ports: list[int] | None = None,
     start: int | None = None,
+    advertise: bool = True,
 ) -> Iterator[Fleet]:
     """The fleet, its first ``start`` sidecars started (None: all; the test starts the
     rest with ``.start()``)."""
@@ -89,7 +90,7 @@ def fleet(
                 **RANGED,
                 "REGSIDECAR_PEER_LISTEN": f"127.0.0.1:{port}",
                 "REGSIDECAR_PEERS_URLS": ",".join(listed),
-                "REGSIDECAR_PEERS_ADVERTISE": listed[i],
+                **({"REGSIDECAR_PEERS_ADVERTISE": listed[i]} if advertise else {}),
                 **(env or {}),
             }
             sc = proxied_sidecar(proxy, bucket, tmp_path / f"host{i}", e)
@@ -432,3 +433,28 @@ async def test_peer_uploads_are_bounded_in_number_and_rate(
         text = await _metrics(f.sidecars[0])
         # ours, and host 1's requests for the parts host 0 is the root of (then from S3)
         assert _metric(text, "regsidecar_peer_uploads_total", '{outcome="busy"}') >= 1
+
+
+@pytest.mark.timeout(60)
+async def test_a_host_listed_under_a_name_it_cannot_place_learns_it_is_that_member(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    """Members listed as http://localhost:PORT (a name, not an address: no host can tell by
+    its addresses which one it is) and no peers.advertise: a sidecar that asks itself gets
+    508 from its own listener, takes that member as itself, and the pull goes on exact."""
+    data = os.urandom(12 * MiB + 1)  # 13 parts: a host asks itself for one of them but
+    digest = writer.blob("app", data)  # with a chance of (2/3)^26 for the two hosts
+    ports = [free_port() for _ in range(2)]
+    urls = [f"http://localhost:{p}" for p in ports]
+    with fleet(proxy, bucket, tmp_path, urls=urls, peer_ports=ports, advertise=False) as f:
+        results = await _pull_all(f.sidecars, "app", digest)
+        assert [r[:3] for r in results] == [(200, digest, len(data))] * 2
+        learned = 0
+        for sc, url in zip(f.sidecars, urls, strict=True):
+            async with aiohttp.ClientSession() as s, s.get(f"{sc.url}/healthz") as r:
+                me = (await r.json())["peers"]["me"]
+            assert me in (None, url)
+            learned += me == url
+            assert_cache_verified(sc)
+        # a host that is the root of every part it needs never asks itself; one at least did
+        assert learned >= 1

@@ -35,7 +35,13 @@ from regsidecar.api.middleware import oci_errors
 from regsidecar.errors import BlobUnknown, OCIError, StorageError, TooManyRequests, Unauthorized
 from regsidecar.oci.ranges import parse_range
 from regsidecar.oci.reference import parse_digest
-from regsidecar.peers.source import FROM_HEADER, PEER_PATH, VERIFIED_HEADER
+from regsidecar.peers.source import (
+    FROM_HEADER,
+    INSTANCE_HEADER,
+    PEER_PATH,
+    SELF_STATUS,
+    VERIFIED_HEADER,
+)
 from regsidecar.pull.download import Download, GrowingRead
 from regsidecar.service import LocalBlob
 
@@ -44,6 +50,7 @@ log = logging.getLogger(__name__)
 SEND_MOST = 1024 * 1024  # bytes per sendfile call (and per rate-limit grant)
 
 TOKEN = web.AppKey("peer_token", str)
+INSTANCE = web.AppKey("peer_instance", str)
 
 
 class RateLimit:
@@ -99,6 +106,11 @@ GATE = web.AppKey("peer_gate", UploadGate)
 
 @web.middleware
 async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The token when one is set; and a request from this very sidecar (its own instance id:
+    it listed itself under a name it could not tell was its own) is answered 508, once."""
+    own = request.app.get(INSTANCE)
+    if own and request.headers.get(INSTANCE_HEADER) == own:
+        raise OCIError("this is the asking sidecar itself", status=SELF_STATUS)
     token = request.app.get(TOKEN)
     if token:
         given = request.headers.get("Authorization", "")
@@ -226,6 +238,9 @@ def create_peer_app(main: web.Application, token: str | None) -> web.Application
     app[REGISTRY] = main[REGISTRY]
     if token:
         app[TOKEN] = token
+    peers = main[REGISTRY].peers
+    if peers is not None:
+        app[INSTANCE] = peers.instance
     app[GATE] = UploadGate(settings.peers.max_uploads, settings.peers.max_upload_bytes_per_s)
     app.router.add_get(f"{PEER_PATH}/", ping)
     app.router.add_route("GET", f"{PEER_PATH}/blobs/{{digest}}", blob)

@@ -17,6 +17,7 @@ bad bytes, and will find out itself) gets a strike, and ``STRIKES`` strikes quar
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 PEER_PATH = "/peer/v1"
 VERIFIED_HEADER = "X-Regsidecar-Verified"
 FROM_HEADER = "X-Regsidecar-Peer"  # the asking member's URL, for the server's log
+# A random id per running sidecar: a listener that sees its own id answers 508, and the
+# asker learns which member it is (a host listed under a name it cannot tell is its own).
+INSTANCE_HEADER = "X-Regsidecar-Instance"
+SELF_STATUS = 508
 STRIKES = 3  # relayed bad bytes this often (within quarantine_s): quarantined
 
 
@@ -75,6 +80,8 @@ class PeerSource:
         me: str | None,
         breaker: CircuitBreaker,
         window: ConnectionWindow,
+        instance: str = "",
+        on_self: Callable[[str], None] | None = None,
     ) -> None:
         self.member = member
         self.url = member.url
@@ -82,6 +89,9 @@ class PeerSource:
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         if me:
             self._headers[FROM_HEADER] = me
+        if instance:
+            self._headers[INSTANCE_HEADER] = instance
+        self._on_self = on_self
         self.breaker = breaker
         self.window = window
 
@@ -95,6 +105,10 @@ class PeerSource:
             raise NotFound(what, f"peer {self.url}")
         if resp.status in (401, 403):
             raise StorageError(what, f"peer {self.url}: HTTP {resp.status} (peers.token?)")
+        if resp.status == SELF_STATUS:
+            if self._on_self is not None:
+                self._on_self(self.url)
+            raise StorageError(what, f"peer {self.url} is this host")
         # 503 (busy: its uploads are all taken), 429, 5xx: ask the next one.
         raise UpstreamUnavailable(what, f"peer {self.url}: HTTP {resp.status}")
 
@@ -184,6 +198,7 @@ class Peers:
         # This host in the ring when membership does not list it (no peer listener): a
         # name of its own, so it ranks somewhere and fetches from the others.
         self._anonymous = Member(f"local://{socket.gethostname()}")
+        self.instance = secrets.token_hex(8)
 
     @property
     def me(self) -> Member:
@@ -200,12 +215,23 @@ class Peers:
                 me=me.url if me else None,
                 breaker=self._breaker(),
                 window=self._window(),
+                instance=self.instance,
+                on_self=self.learned_self,
             )
             self._sources[member.url] = src
         return src
 
     def sources(self) -> list[PeerSource]:
         return [self.source(m) for m in self.membership.others()]
+
+    def learned_self(self, url: str) -> None:
+        """A member's listener said it is this host: from now on it is ``me``."""
+        m = self.membership
+        if m.me is not None and m.me.url == url:
+            return
+        zone = next((x.zone for x in m.members if x.url == url), None)
+        m.me = Member(url, m.zone or zone)
+        log.info("this host is a listed peer (it asked itself)", extra={"peer": url})
 
     def quarantined(self, url: str) -> bool:
         rec = self._records.get(url)
