@@ -416,7 +416,12 @@ class Settings(_Model):
         if info.field_name in ("ops_listen", "peer_listen") and v == "":
             return v
         host, sep, port = v.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if (
+            not sep
+            or not host
+            or not re.fullmatch(r"[0-9]{1,5}", port)
+            or not 0 < int(port) < 65536
+        ):
             raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:5000")
         return v
 

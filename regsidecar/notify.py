@@ -28,7 +28,7 @@ def watchdog_interval(env: Mapping[str, str], pid: int) -> float | None:
 
     ``WATCHDOG_PID``, when set, names the process the watchdog is meant for."""
     usec = env.get("WATCHDOG_USEC", "")
-    if not usec.isdigit() or int(usec) == 0:
+    if not usec.isascii() or not usec.isdigit() or int(usec) == 0:
         return None
     target = env.get("WATCHDOG_PID", "")
     if target and target != str(pid):

@@ -303,6 +303,10 @@ BAD = [
     ("GET", "/v3/whatever", {}, 404, "UNSUPPORTED"),
     ("GET", "/v2/regsidecar/hello/unknown/thing", {}, 404, "UNSUPPORTED"),
     ("GET", "/v2/_catalog?n=-1", {}, 400, "PAGINATION_NUMBER_INVALID"),
+    # Unicode digits str.isdigit() takes but int() refuses (superscript two, fullwidth one)
+    ("GET", "/v2/regsidecar/hello/tags/list?n=%C2%B2", {}, 400, "PAGINATION_NUMBER_INVALID"),
+    ("GET", "/v2/regsidecar/hello/tags/list?n=%EF%BC%91", {}, 400, "PAGINATION_NUMBER_INVALID"),
+    ("GET", "/v2/_catalog?n=%C2%B2", {}, 400, "PAGINATION_NUMBER_INVALID"),
     ("GET", "/v2/", {"X-Huge": "x" * 20000}, 431, "UNSUPPORTED"),
     ("GET", "/v2/", {"X-Many": "y" * 8000, "X-More": "z" * 8000, "X-Much": "w" * 8000}, 200, None),
     ("GET / HTTP/1.1\r\nBad", "/", {}, 400, "UNSUPPORTED"),

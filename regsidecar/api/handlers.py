@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -24,6 +25,7 @@ from regsidecar.service import LocalBlob, manifest_outcome
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 10000
+_ASCII_COUNT = re.compile(r"[0-9]{1,9}")
 
 
 class PinnedFileResponse(web.FileResponse):
@@ -163,7 +165,9 @@ def paginate(
         items = [t for t in items if t > last]
     headers = {}
     if n_raw is not None:
-        if not n_raw.isdigit() or len(n_raw) > 9:
+        # ASCII digits only: str.isdigit() also takes U+00B2 (superscript two, which int()
+        # refuses: a 500) and int() also reads U+FF11 (fullwidth one); the spec's n is neither.
+        if _ASCII_COUNT.fullmatch(n_raw) is None:
             raise PaginationInvalid(detail={"n": n_raw[:20]})
         n = min(int(n_raw), MAX_PAGE)
         if len(items) > n:
