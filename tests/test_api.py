@@ -189,6 +189,9 @@ async def test_blob(sidecar: Sidecar, http: aiohttp.ClientSession, method: str) 
         ("bytes=10-", 206, slice(10, None)),
         ("bytes=-5", 206, slice(-5, None)),
         ("bytes=5-100000000", 206, slice(5, None)),
+        # what the Range parser accepts (unit case, spaces) the file path serves the same way
+        ("BYTES = 0 - 3", 206, slice(0, 4)),
+        ("\tbytes=2-3 ", 206, slice(2, 4)),
     ],
 )
 async def test_blob_ranges(

@@ -10,13 +10,14 @@ from contextlib import AbstractContextManager
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.web_request import BaseRequest
+from multidict import CIMultiDict
 
 from regsidecar.api import push
 from regsidecar.api.auth import require
 from regsidecar.api.keys import REGISTRY, ROUTE
 from regsidecar.errors import OCIError, PaginationInvalid, StorageError, Unsupported
 from regsidecar.oci import mediatypes
-from regsidecar.oci.ranges import parse_range
+from regsidecar.oci.ranges import ByteRange, parse_range
 from regsidecar.oci.reference import Digest
 from regsidecar.oci.routes import Route, parse_path
 from regsidecar.pull.download import GrowingRead
@@ -38,11 +39,20 @@ class PinnedFileResponse(web.FileResponse):
         pinned: Callable[[], AbstractContextManager[None]],
         *,
         headers: dict[str, str],
+        byte_range: ByteRange | None = None,
     ) -> None:
         super().__init__(path, headers=headers)
         self._pinned = pinned
+        self._range = byte_range
 
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
+        if self._range is not None:
+            # aiohttp parses Range again, more strictly than the spec's grammar that
+            # parse_range accepted ("BYTES = 0 - 3" is one range to both RFC 9110 and the
+            # cold path): hand it the range already resolved, in its canonical form.
+            canonical = CIMultiDict(request.headers)
+            canonical["Range"] = f"bytes={self._range.start}-{self._range.end}"
+            request = request.clone(headers=canonical)
         with self._pinned():
             return await super().prepare(request)
 
@@ -119,7 +129,7 @@ async def get_blob(request: web.Request, name: str, digest: Digest) -> web.Strea
     rng = parse_range(request.headers.get("Range"), blob.size)
     if isinstance(blob, LocalBlob):
         headers["X-Cache"] = "hit" if blob.source == "cache" else "store"
-        return PinnedFileResponse(blob.path, blob.pinned, headers=headers)
+        return PinnedFileResponse(blob.path, blob.pinned, headers=headers, byte_range=rng)
 
     headers["X-Cache"] = "miss"
     start, end = (rng.start, rng.end) if rng else (0, blob.size - 1)
