@@ -256,3 +256,24 @@ async def test_client_that_disconnects_mid_stream_does_not_stop_the_download(
     assert (status, got, n) == (200, digest, len(data))
     logs = sidecar.logs()
     assert not [e for e in logs if e.get("level") == "error"]
+
+
+async def test_a_cached_file_that_vanished_is_fetched_again_not_a_404(
+    moto: MotoServer, writer: BucketWriter, sidecar: Sidecar
+) -> None:
+    """A cached blob's file removed behind the running sidecar's back (a clean-up run on the
+    directory, an operator): the next GET is a miss that fetches it again and answers 200
+    with the exact bytes, and the file is back; HEAD too answers 200, not 404."""
+    data = os.urandom(3 * MiB + 5)
+    digest = writer.blob("app", data)
+    url = f"{sidecar.url}/v2/app/blobs/{digest}"
+    async with aiohttp.ClientSession() as session:
+        assert await _get_digest(session, url) == (200, digest, len(data))
+        (cached,) = sidecar.cache_files()
+        cached.unlink()
+        async with session.head(url) as r:
+            assert r.status == 200
+            assert r.content_length == len(data)
+        assert await _get_digest(session, url) == (200, digest, len(data))
+    assert [p.name for p in sidecar.cache_files()] == [cached.name]
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == digest.split(":")[1]

@@ -103,11 +103,18 @@ class BlobCache:
         return os.path.join(self._blobs, alg, hex_)
 
     def lookup(self, digest: Digest) -> str | None:
-        """Path of the cached blob, marking it recently used; None on a miss."""
+        """Path of the cached blob, marking it recently used; None on a miss. A file the
+        index knows but the disk no longer has (removed behind the sidecar's back) is
+        forgotten and counts as a miss, so it is fetched again rather than answered 404."""
         key = str(digest)
         if not self.index.touch(key):
             return None
-        return self.path_for(key)
+        path = self.path_for(key)
+        if not os.path.exists(path):
+            log.warning("cached blob vanished from disk; fetching it again", extra={"digest": key})
+            self.index.remove(key)
+            return None
+        return path
 
     def size_of(self, digest: Digest) -> int | None:
         return self.index.size_of(str(digest))
