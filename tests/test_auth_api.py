@@ -48,6 +48,7 @@ def _app(settings: Settings) -> web.Application:
     app[AUTH] = Authenticator.from_settings(settings)
     app.router.add_route("*", TOKEN_PATH, token_endpoint)
     app.router.add_get("/v2/", _base)
+    app.router.add_get("/v2/_catalog", _base)  # the catalog asks what /v2/ asks
     app.router.add_route("*", "/v2/{name:.+}/thing", _thing)
     return app
 
@@ -253,20 +254,38 @@ async def test_the_token_endpoint_serves_one_service(client: Client) -> None:
     assert response.status == 400
 
 
-async def test_without_anonymous_pull_an_anonymous_token_grants_nothing(
+async def test_without_anonymous_pull_anonymous_callers_get_401_everywhere(
     tmp_path: Path, aiohttp_client: MakeClient
 ) -> None:
+    """anonymous_pull off: no token for nobody (the token endpoint challenges for Basic),
+    and /v2/, the catalog and every repository answer 401 to anonymous callers."""
     client = await aiohttp_client(_app(_settings(tmp_path, anonymous_pull=False)))
     response = await client.get(f"/v2/{REPO}/thing")
     assert response.status == 401
     assert _challenge(response)["scope"] == f"repository:{REPO}:pull"
-    token = await _token(client)
-    assert _access(token) == []
-    # The base route lets any valid token through: it only asks "who are you?".
-    assert (await client.get("/v2/", headers=_bearer(token))).status == 200
-    assert (await client.get(f"/v2/{REPO}/thing", headers=_bearer(token))).status == 401
+    for path in ("/v2/", "/v2/_catalog"):
+        response = await client.get(path)
+        assert response.status == 401, path
+        assert await _error(response) == "UNAUTHORIZED"
+    response = await client.get(TOKEN_PATH, params={"scope": "registry:catalog:*"})
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
     token = await _token(client, **_basic("reader", "rpw"))
+    assert (await client.get("/v2/", headers=_bearer(token))).status == 200
     assert (await client.get(f"/v2/{REPO}/thing", headers=_bearer(token))).status == 200
+
+
+async def test_a_token_issued_to_nobody_opens_nothing_once_anonymous_pull_is_off(
+    tmp_path: Path, aiohttp_client: MakeClient
+) -> None:
+    """A token minted for an anonymous caller while anonymous pull was on (same secret):
+    after the setting is turned off it no longer gets past /v2/ or the catalog."""
+    on = await aiohttp_client(_app(_settings(tmp_path, anonymous_pull=True)))
+    token = await _token(on)
+    assert (await on.get("/v2/", headers=_bearer(token))).status == 200
+    off = await aiohttp_client(_app(_settings(tmp_path, anonymous_pull=False)))
+    for path in ("/v2/", "/v2/_catalog", f"/v2/{REPO}/thing"):
+        assert (await off.get(path, headers=_bearer(token))).status == 401, path
 
 
 async def test_with_auth_off_everyone_pulls_and_nobody_writes(

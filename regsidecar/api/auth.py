@@ -13,8 +13,9 @@ challenge an anonymous ``docker pull`` fails outright. So the challenge is Docke
         [Authorization: Basic ...]  200  {"token": "...", "expires_in": 300, ...}
     GET /v2/team/app/manifests/v1   Authorization: Bearer <token>
 
-The endpoint hands anonymous clients tokens too (pull scopes only, if ``auth.anonymous_pull``)
-and grants every client what it asked for and may have. The API also takes ``Basic`` and
+The endpoint hands anonymous clients tokens too (pull scopes only) when ``auth.anonymous_pull``
+is on, and challenges them for credentials when it is off; it grants every client what it
+asked for and may have. The API also takes ``Basic`` and
 static ``Bearer`` tokens directly, for CI and curl.
 
 With auth off (no ``auth.htpasswd``, no ``auth.tokens``) everyone may pull and nobody may
@@ -63,7 +64,10 @@ async def require(request: web.Request, repository: str | None, action: Action) 
     identity = await auth.identify(request.headers.get("Authorization"), realm=where)
     request[IDENTITY] = identity
     if repository is None:
-        if identity.via == "anonymous":
+        # Anonymous callers, and tokens issued to nobody, only get through where anonymous
+        # pull is on (the base route and the catalog ask "who are you?").
+        nobody = identity.via == "anonymous" or identity.name is None
+        if identity.via == "anonymous" or (nobody and not auth.settings.anonymous_pull):
             raise Unauthorized(challenge=auth.challenge(where))
         return identity
     if auth.allows(identity, repository, action):
@@ -122,6 +126,11 @@ async def _credentials(request: web.Request, auth: Authenticator) -> Identity:
         identity = await auth.identify(request.headers.get("Authorization"), realm=realm(request))
     except Unauthorized as err:
         raise Unauthorized(err.message, challenge=_token_challenge(auth)) from None
+    if identity.via == "anonymous" and not auth.settings.anonymous_pull:
+        raise Unauthorized(
+            "anonymous pull is off: log in with a password or static token",
+            challenge=_token_challenge(auth),
+        )
     if identity.via == "token":
         # An issued token renewing itself would never expire; renewals log in again.
         raise Unauthorized(
