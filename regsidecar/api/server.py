@@ -4,7 +4,9 @@ aiohttp answers a request it cannot parse (a header or request line over its 8 K
 malformed request line) from its ``RequestHandler.handle_error`` with a plain-text 400 and logs
 a traceback. The middleware never sees these requests, so the answer is shaped here instead:
 OCI JSON, 431 for oversized request lines and headers (as Go's net/http, and so distribution,
-answers), 400 otherwise, and one warning line in the log: a bad client is not our error.
+answers), 400 otherwise, and one warning line in the log: a bad client is not our error. Neither
+names more than the kind of error: aiohttp's message quotes the offending line, which may be
+a credential.
 """
 
 from __future__ import annotations
@@ -39,16 +41,20 @@ class _OCIRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         if status >= 500 or request.writer.output_size > 0:
             return super().handle_error(request, status, exc, message)
+        # What aiohttp says about a malformed request quotes the offending line, which can be
+        # an Authorization header or a query string: neither the answer nor the log repeats
+        # it. Only the kind of error is named.
+        kind = type(exc).__name__ if exc is not None else "BadRequest"
         if isinstance(exc, LineTooLong):
             err = _BadRequest("request line or header fields too large", status=431)
         else:
-            err = _BadRequest(f"malformed HTTP request: {message or exc}"[:300], status=status)
+            err = _BadRequest(f"malformed HTTP request ({kind})", status=status)
         # docker first tries TLS on a plain-HTTP registry: a ClientHello is not an error here.
         level = logging.DEBUG if isinstance(exc, BadHttpMethod) else logging.WARNING
         log.log(
             level,
             "bad request",
-            extra={"status": err.status, "error": str(exc)[:200], "remote": request.remote},
+            extra={"status": err.status, "error": kind, "remote": request.remote},
         )
         resp = error_response(err, "GET")
         resp.headers[API_VERSION_HEADER] = API_VERSION
