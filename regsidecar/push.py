@@ -386,8 +386,28 @@ class Pusher:
             await self._audit(move, by=by, source=f"{name}@{digest}")
         return moves
 
-    async def _link_image(self, source: str, target: str, digest: Digest) -> None:
-        """Link ``digest`` (a manifest or index) and everything under it into ``target``."""
+    async def _link_image(
+        self,
+        source: str,
+        target: str,
+        digest: Digest,
+        seen: dict[Digest, asyncio.Future[None]] | None = None,
+    ) -> None:
+        """Link ``digest`` (a manifest or index) and everything under it into ``target``, each
+        distinct manifest once however many entries name it: ``seen`` holds the linking of
+        every manifest taken on in this promotion, and an index that names one again waits
+        for that instead (its own link is still written after all of its children's)."""
+        seen = {} if seen is None else seen
+        linking = seen.get(digest)
+        if linking is None:
+            linking = seen[digest] = asyncio.ensure_future(
+                self._link_one(source, target, digest, seen)
+            )
+        await linking
+
+    async def _link_one(
+        self, source: str, target: str, digest: Digest, seen: dict[Digest, asyncio.Future[None]]
+    ) -> None:
         payload = await self._store(
             self.writer.driver.get(
                 layout.blob_data(digest), max_bytes=mediatypes.MAX_MANIFEST_BYTES
@@ -403,7 +423,7 @@ class Pusher:
             async with gate:
                 present = await self._store(self.reader.has_manifest(source, d))
             if present:
-                await self._link_image(source, target, d)
+                await self._link_image(source, target, d, seen)
 
         async def blob(d: Digest) -> None:
             async with gate:
@@ -415,7 +435,8 @@ class Pusher:
 
         # Children and blobs at once; the manifest's own revision link last, so the target
         # never names a manifest whose parts it does not link yet.
-        await asyncio.gather(*map(child, pushed.manifests), *map(blob, pushed.blobs))
+        children = dict.fromkeys(pushed.manifests)
+        await asyncio.gather(*map(child, children), *map(blob, dict.fromkeys(pushed.blobs)))
         await self._store(self.writer.put_manifest(target, digest, payload))
         if self.names is not None:
             self.names.note_link("manifest", target, digest)

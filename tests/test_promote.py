@@ -361,3 +361,49 @@ def test_api_refuses_anonymous_readers_and_unknown_images(
         assert ok.json()["moved"] == [
             {"repository": "team/app", "tag": "qa", "old": None, "new": small.digest}
         ]
+
+
+def _index(writer: BucketWriter, repo: str, children: list[tuple[str, int]]) -> str:
+    """An OCI index naming ``children`` ((digest, size), repeats allowed), linked in repo."""
+    payload = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.index.v1+json"
+                    if i.startswith("idx:")
+                    else MT_MANIFEST,
+                    "digest": i.removeprefix("idx:"),
+                    "size": n,
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                }
+                for i, n in children
+            ],
+        }
+    ).encode()
+    d = digest_of(payload)
+    writer.put(blob_data_key(d), payload)
+    writer.put(revision_link_key(repo, d), d.encode())
+    return d
+
+
+def test_promoting_a_nested_index_with_repeats_is_linear_in_distinct_manifests(
+    moto: MotoServer, bucket: str, writer: BucketWriter
+) -> None:
+    """An index of 40 entries that all name one inner index of 40 entries that all name one
+    manifest (40 x 40 paths to it): promoting it into another repository reads each distinct
+    manifest once and links it once, not once per path."""
+    digest, _ = writer.image("team/app", "build", [b"only layer"])
+    size = len(moto.get(bucket, blob_data_key(digest)))
+    inner = _index(writer, "team/app", [(digest, size)] * 40)
+    inner_size = len(moto.get(bucket, blob_data_key(inner)))
+    outer = _index(writer, "team/app", [(f"idx:{inner}", inner_size)] * 40)
+    since = moto.mark()
+    p = promote_cli(f"team/app@{outer}", "other/app:qa", store=s3_args(moto.endpoint_url, bucket))
+    assert p.returncode == 0, str(p)
+    reads = [r.key for r in moto.requests(since=since) if r.method == "GET" and r.bucket == bucket]
+    for d in (outer, inner, digest):
+        assert reads.count(blob_data_key(d)) == 1, (d, reads.count(blob_data_key(d)))
+    puts = [r.key for r in moto.requests(since=since) if r.method == "PUT"]
+    assert puts.count(revision_link_key("other/app", digest)) == 1
