@@ -53,7 +53,7 @@ from regsidecar.oci.reference import (
 )
 from regsidecar.storage import layout
 from regsidecar.storage.base import WritableDriver
-from regsidecar.storage.writer import RegistryWriter
+from regsidecar.storage.writer import RegistryWriter, referrer_entry
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("regsidecar.audit")
@@ -249,9 +249,9 @@ class Pusher:
         for tag, current in zip(tags, currents, strict=True):
             rule = tag_rule(self.rules, name, tag)
             check_tag_move(rule, tag, current, digest, promotion=False)
-        await self._store(self.writer.put_manifest(name, digest, payload))
+        descriptor: dict[str, Any] | None = None
         if pushed.subject is not None:
-            descriptor: dict[str, Any] = {
+            descriptor = {
                 "mediaType": pushed.media_type,
                 "digest": str(digest),
                 "size": len(payload),
@@ -260,6 +260,12 @@ class Pusher:
                 descriptor["artifactType"] = pushed.artifact_type
             if pushed.annotations:
                 descriptor["annotations"] = pushed.annotations
+            try:
+                referrer_entry(descriptor)  # refused before anything is written
+            except ValueError as exc:
+                raise ManifestInvalid(str(exc)) from exc
+        await self._store(self.writer.put_manifest(name, digest, payload))
+        if pushed.subject is not None and descriptor is not None:
             await self._store(self.writer.add_referrer(name, pushed.subject.digest, descriptor))
         for tag in tags:
             await self._store(self.writer.tag(name, tag, digest))

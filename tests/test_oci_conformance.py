@@ -976,6 +976,36 @@ async def test_referrers_of_an_unknown_or_missing_subject(reg: Client) -> None:
     assert_referrers(r.json(), [ref])
 
 
+async def test_a_referrer_too_large_for_the_index_is_refused_and_breaks_nothing(
+    reg: Client,
+) -> None:
+    """A manifest with a subject whose annotations (100 KiB) would not fit the referrers
+    index: 400 MANIFEST_INVALID and nothing written; the subject's other referrers still
+    list (200), and annotations that fit are kept whole."""
+    repo = unique_repo("refbig")
+    subject = image(layers=1)
+    await reg.push_image(repo, subject)
+    subj = subject.manifest.descriptor()
+    fits = artifact(AT_SBOM, subject=subj, annotations={"k": "v" * 30_000})
+    await reg.push_image(repo, fits)
+    big = artifact(AT_SIG, subject=subj, annotations={"k": "v" * 100 * 1024})
+    for b in big.blobs:
+        await reg.push_blob(repo, b.data, b.algo)
+    r = await reg.request(
+        "PUT",
+        f"/v2/{repo}/manifests/{big.manifest.digest}",
+        headers={"Content-Type": big.manifest.media_type},
+        data=big.manifest.body,
+    )
+    assert r.status == 400, r
+    assert "MANIFEST_INVALID" in r.body.decode()
+    gone = await reg.get_manifest(repo, big.manifest.digest)
+    assert gone.status == 404, gone
+    r = await referrers(reg, repo, subject.manifest.digest)
+    assert r.status == 200, r
+    assert_referrers(r.json(), [fits])
+
+
 async def test_deleted_referrer_leaves_the_list(reg: Client) -> None:
     """DELETE of a referrer manifest removes it from its subject's referrers list."""
     repo = unique_repo("refdel")

@@ -14,15 +14,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
-from regsidecar.errors import NotFound
+from regsidecar.errors import NotFound, StorageError
 from regsidecar.oci.reference import Digest, parse_digest
 from regsidecar.storage import layout
 from regsidecar.storage.base import WritableDriver
 from regsidecar.storage.registry import RegistryReader
 
+log = logging.getLogger(__name__)
+
 REFERRER_MAX_BYTES = 64 * 1024
+
+
+def referrer_entry(descriptor: dict[str, Any]) -> bytes:
+    """The stored form of a referrer's descriptor; ValueError when it would not fit
+    REFERRER_MAX_BYTES (its annotations are what can make it large)."""
+    data = json.dumps(descriptor, sort_keys=True, separators=(",", ":")).encode()
+    if len(data) > REFERRER_MAX_BYTES:
+        raise ValueError(
+            f"the referrer descriptor is {len(data)} bytes; annotations of a manifest with a "
+            f"subject must fit the referrers index ({REFERRER_MAX_BYTES // 1024} KiB)"
+        )
+    return data
 
 
 def _link(digest: Digest) -> bytes:
@@ -89,9 +104,13 @@ class RegistryWriter:
     # -- referrers ---------------------------------------------------------------------------
 
     async def add_referrer(self, name: str, subject: Digest, descriptor: dict[str, Any]) -> None:
+        """Record ``descriptor`` in ``subject``'s referrers index. It must fit what
+        :meth:`referrers` reads back (:func:`referrer_entry` checks it before a push writes
+        anything)."""
         digest = parse_digest(descriptor["digest"])
-        data = json.dumps(descriptor, sort_keys=True, separators=(",", ":")).encode()
-        await self.driver.write(layout.referrer_entry(name, subject, digest), data)
+        await self.driver.write(
+            layout.referrer_entry(name, subject, digest), referrer_entry(descriptor)
+        )
 
     async def remove_referrer(self, name: str, subject: Digest, digest: Digest) -> None:
         await self.driver.delete(layout.referrer_entry(name, subject, digest))
@@ -104,11 +123,17 @@ class RegistryWriter:
 
         async def read(key: str) -> dict[str, Any] | None:
             try:
-                doc = json.loads(
-                    await self.driver.get(f"{prefix}/{key}", max_bytes=REFERRER_MAX_BYTES)
-                )
+                data = await self.driver.get(f"{prefix}/{key}", max_bytes=REFERRER_MAX_BYTES)
             except NotFound:
                 return None  # deleted between the listing and the read
+            except StorageError as exc:
+                if "larger than" not in str(exc):
+                    raise
+                # Written before entries were bounded: one bad entry must not hide the rest.
+                log.warning("oversized referrer entry skipped", extra={"key": f"{prefix}/{key}"})
+                return None
+            try:
+                doc = json.loads(data)
             except ValueError:
                 return None
             return doc if isinstance(doc, dict) else None
