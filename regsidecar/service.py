@@ -386,14 +386,16 @@ class Registry:
         if not await self.names.linked("blob", name, digest):
             raise BlobUnknown(detail={"digest": str(digest)})
         key = self.reader.blob_key(digest)
-        local = self.driver.local_path(key)
+        try:
+            local = self.driver.local_path(key)
+            size = os.stat(local).st_size if local is not None else 0
+        except (NotFound, FileNotFoundError) as exc:
+            raise BlobUnknown(
+                "blob is linked but its data is missing", detail={"digest": str(digest)}
+            ) from exc
+        except StorageError as exc:
+            raise Unavailable.from_storage(exc) from exc
         if local is not None:
-            try:
-                size = os.stat(local).st_size
-            except FileNotFoundError as exc:
-                raise BlobUnknown(
-                    "blob is linked but its data is missing", detail={"digest": str(digest)}
-                ) from exc
             return LocalBlob(digest, local, size, _no_pin, "store")
         assert self.cache is not None and self.downloads is not None, "remote stores cache"
         downloads = self.downloads

@@ -44,7 +44,14 @@ class FilesystemDriver:
         self.description = f"filesystem {self.root}"
 
     def _path(self, key: str) -> str:
-        return os.path.join(self.root, key)
+        """The path of ``key`` for a read: with every symlink resolved, and NotFound unless
+        it is still under the root (distribution never writes a symlink: one that leads out
+        of the store, to /etc/shadow or another tree, is nothing of the store's)."""
+        path = os.path.realpath(os.path.join(self.root, key))
+        real_root = os.path.realpath(self.root)
+        if path != real_root and not path.startswith(real_root.rstrip(os.sep) + os.sep):
+            raise NotFound(key, "outside the storage root")
+        return path
 
     def _inside(self, key: str, *, root_ok: bool = False) -> str:
         """The path of ``key`` for a write: refused unless it stays under the root."""
@@ -99,14 +106,27 @@ class FilesystemDriver:
             f.close()
 
     async def list_children(self, prefix: str) -> list[str]:
+        """Subdirectories of ``prefix``; a symlink is none (no walk leaves the store or
+        loops)."""
         try:
             with os.scandir(self._path(prefix)) as it:
-                return sorted(e.name for e in it if e.is_dir())
-        except (FileNotFoundError, NotADirectoryError):
+                return sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError, NotFound):
             return []
 
     def local_path(self, key: str) -> str | None:
-        return self._path(key)
+        """The file holding ``key``, resolved and inside the root; NotFound when it is not
+        a regular file there (a directory, a symlink out of the store, nothing)."""
+        path = self._path(key)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NotFound(key) from exc
+        except OSError as exc:
+            raise StorageError(key, exc.strerror or str(exc)) from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFound(key, "not a file")
+        return path
 
     async def close(self) -> None:
         return None
