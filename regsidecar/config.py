@@ -271,7 +271,9 @@ class PeerSettings(_Model):
     max_uploads: int = Field(64, ge=1)  # peer responses served at once; beyond: 503
     max_upload_bytes_per_s: ByteSize = 0  # all peer responses together; 0 = unbounded
     quarantine_s: float = Field(600.0, gt=0)  # a peer that served wrong bytes is not asked
-    connect_timeout_s: float = Field(2.0, gt=0)
+    # A host whose uplink is saturated answers a SYN late: a short limit gives up on peers
+    # that are only busy (and sends their children to S3).
+    connect_timeout_s: float = Field(5.0, gt=0)
 
     @field_validator("urls")
     @classmethod

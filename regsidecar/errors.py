@@ -227,5 +227,9 @@ class UpstreamUnavailable(StorageError):
     """The store could not be reached or failed transiently (5xx, reset, timeout)."""
 
 
+class Busy(UpstreamUnavailable):
+    """The source is there but refuses more now (429, every slot taken): ask another."""
+
+
 class IntegrityError(StorageError):
     """Bytes read from the store do not hash to the digest they are stored under."""

@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         "only peer fetch uploads much)",
     )
     p.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="copy every run's logs (sidecars, pullers, S3) to OUT/logs/SCENARIO-nN/ (by "
+        "default only a run with failed pulls keeps some, in OUT/failed-logs/)",
+    )
+    p.add_argument(
         "--kill-after-s",
         type=float,
         metavar="SECONDS",
@@ -309,7 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     # logs of failed pulls from an earlier run into the same dir would be misleading
     shutil.rmtree(out / "failed-logs", ignore_errors=True)
-    sweep = Sweep(params, failure_logs=out / "failed-logs")
+    sweep = Sweep(
+        params,
+        failure_logs=out / "failed-logs",
+        every_run_logs=out / "logs" if args.keep_logs else None,
+    )
     atexit.register(sweep.close)  # a last resort: the finally below normally did it
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, _interrupt)

@@ -179,6 +179,8 @@ class Tbf:
     rate_bit: int
     burst_bytes: int
     latency_ms: int
+    #: A qdisc inside the tbf (e.g. ``fq_codel``): how its queue is shared among flows.
+    inner: str | None = None
 
     def tc_args(self) -> list[str]:
         return [
@@ -194,11 +196,11 @@ class Tbf:
     def describe(self) -> str:
         return (
             f"tbf rate {self.rate_bit / 1e6:g} Mbit/s burst {self.burst_bytes} B "
-            f"latency {self.latency_ms} ms"
+            f"latency {self.latency_ms} ms" + (f", {self.inner} inside" if self.inner else "")
         )
 
 
-def tbf_for(mbit: float, latency_ms: int = TBF_LATENCY_MS) -> Tbf:
+def tbf_for(mbit: float, latency_ms: int = TBF_LATENCY_MS, inner: str | None = None) -> Tbf:
     """The tbf for a cap of ``mbit`` Mbit/s (10^6 bit/s): burst = max(96 KiB, 10 ms of rate);
     the queue holds ``latency_ms`` at the rate (``TBF_SENDER_LATENCY_MS`` for a cap on a
     sender's own egress, see the module docstring)."""
@@ -206,7 +208,7 @@ def tbf_for(mbit: float, latency_ms: int = TBF_LATENCY_MS) -> Tbf:
         raise ValueError(f"a bandwidth cap must be a positive number of Mbit/s, not {mbit!r}")
     rate_bit = round(mbit * 1_000_000)
     burst = max(TBF_MIN_BURST, math.ceil(rate_bit / 8 * TBF_BURST_S))
-    return Tbf(rate_bit=rate_bit, burst_bytes=burst, latency_ms=latency_ms)
+    return Tbf(rate_bit=rate_bit, burst_bytes=burst, latency_ms=latency_ms, inner=inner)
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -438,7 +440,10 @@ class Topology:
         if hub_cap is not None:
             _cmd(["tc", "-n", self.hub, "qdisc", "add", "dev", hub_end, "root", *hub_cap.tc_args()])
         if own_cap is not None:
-            _cmd(["tc", "-n", ns, "qdisc", "add", "dev", far, "root", *own_cap.tc_args()])
+            _cmd(["tc", "-n", ns, "qdisc", "add", "dev", far, "root", "handle", "1:",
+                  *own_cap.tc_args()])  # fmt: skip
+            if own_cap.inner:
+                _cmd(["tc", "-n", ns, "qdisc", "add", "dev", far, "parent", "1:1", own_cap.inner])
 
     def exec_argv(self, ns: str, argv: Sequence[str]) -> list[str]:
         """``argv`` run inside ``ns`` (``ip netns exec`` execs it: the PID stays the same)."""

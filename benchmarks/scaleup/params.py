@@ -27,6 +27,8 @@ PEER_SCENARIOS = ("peers", "peers-kill", "peers-liar")
 #: The peer listener's port on every host (the liar's sidecar listens on the next one,
 #: behind a proxy that flips a byte of every answer).
 PEER_PORT = 5001
+#: The queue of a host's upload cap (see run.py: short, so ACKs are not held behind uploads).
+HOST_UP_LATENCY_MS = 200
 MIB = 1024 * 1024
 #: regsidecar's download settings (``download.*``) are these environment variables.
 DOWNLOAD_ENV_PREFIX = "REGSIDECAR_DOWNLOAD_"
@@ -153,7 +155,7 @@ class Params:
         d["sidecar_download"] = {s: self.sidecar_download(s) for s in sidecars}
         d["tbf"] = {
             "host": tbf_for(self.host_mbit).describe() + " (hub end of each host's veth)",
-            "host_up": tbf_for(self.uplink_mbit, TBF_SENDER_LATENCY_MS).describe()
+            "host_up": tbf_for(self.uplink_mbit, HOST_UP_LATENCY_MS).describe()
             + " (host end of each host's veth: its upload)",
             "central": tbf_for(self.central_mbit, TBF_SENDER_LATENCY_MS).describe()
             + " (registry's own veth egress)",

@@ -52,7 +52,7 @@ from benchmarks.scaleup.netns import (
     run_prefix,
     tbf_for,
 )
-from benchmarks.scaleup.params import MIB, PEER_PORT, Params
+from benchmarks.scaleup.params import HOST_UP_LATENCY_MS, MIB, PEER_PORT, Params
 from benchmarks.scaleup.procs import Procs, Spawned, python_argv
 from regsidecar.bench.report import merge
 
@@ -65,10 +65,14 @@ class Sweep:
     """The run's resources; ``close()`` releases all of them, at most once, in order:
     processes (by PID), namespaces (with whatever still runs in them), the work dir."""
 
-    def __init__(self, params: Params, failure_logs: Path | None = None) -> None:
+    def __init__(
+        self, params: Params, failure_logs: Path | None = None, every_run_logs: Path | None = None
+    ) -> None:
         self.params = params
         #: Where a run with failed pulls leaves copies of its logs (None: nowhere).
         self.failure_logs = failure_logs
+        #: Where every run leaves copies of all its logs (None: nowhere; --keep-logs).
+        self.every_run_logs = every_run_logs
         self.prefix = run_prefix()
         self.work = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self.topo: Topology | None = None
@@ -90,7 +94,11 @@ class Sweep:
             host_cap=tbf_for(p.host_mbit),
             central_cap=tbf_for(p.central_mbit, TBF_SENDER_LATENCY_MS),
             s3_cap=tbf_for(p.s3_mbit, TBF_SENDER_LATENCY_MS) if p.s3_mbit else None,
-            host_up_cap=tbf_for(p.uplink_mbit, TBF_SENDER_LATENCY_MS),
+            # A short queue on a host's own NIC: a deep FIFO there would hold the host's
+            # download ACKs behind seconds of its uploads (TCP small queues let each flow
+            # park up to ~1 MB in the qdisc: at a scaled-down 8 Mbit/s that is a second, at
+            # a real NIC's 10 Gbit/s a millisecond; no fair-queuing qdisc is available here).
+            host_up_cap=tbf_for(p.uplink_mbit, HOST_UP_LATENCY_MS),
             mtu=p.mtu,
             congestion_control=None if p.congestion_control == "default" else p.congestion_control,
         )
@@ -177,6 +185,8 @@ class Sweep:
             procs.stop(started)
             if record.get("pull", {}).get("summary", {}).get("failed"):
                 self._keep_logs(f"{scenario}-n{n}", record["pull"])
+            if self.every_run_logs is not None:
+                self._copy_logs(self.every_run_logs / f"{scenario}-n{n}", lambda name: True)
             shutil.rmtree(run_dir, ignore_errors=True)
         record["wall_s"] = round(time.monotonic() - t0, 2)
         return record
@@ -216,17 +226,26 @@ class Sweep:
         failed, for a post-mortem."""
         if self.failure_logs is None or self.procs is None:
             return
-        dest = self.failure_logs / name
-        dest.mkdir(parents=True, exist_ok=True)
         failed = {c["client"] for c in pull["clients"] if c.get("error") is not None}
+
+        def wanted(name: str) -> bool:
+            m = re.search(r"-h(\d+)\.", name)
+            return name.startswith("registry") or bool(m and int(m.group(1)) in failed)
+
+        dest = self.failure_logs / name
+        self._copy_logs(dest, wanted)
+        log(f"logs of the failed pulls copied to {dest}")
+
+    def _copy_logs(self, dest: Path, wanted: Callable[[str], bool]) -> None:
+        """The run's process logs that ``wanted`` names, and the S3 stand-in's, into dest."""
+        assert self.procs is not None
+        dest.mkdir(parents=True, exist_ok=True)
         for path in self.procs.logs.iterdir():
-            m = re.search(r"-h(\d+)\.", path.name)
-            if path.name.startswith("registry") or (m and int(m.group(1)) in failed):
+            if wanted(path.name):
                 shutil.copy(path, dest / path.name)
         for path in self.s3.log_files() if self.s3 is not None else []:
             if path.exists():
                 shutil.copy(path, dest / path.name)
-        log(f"logs of the failed pulls copied to {dest}")
 
     def _warm(self, hosts: Sequence[int]) -> dict[str, Any]:
         assert self.topo is not None and self.procs is not None and self.s3 is not None

@@ -42,7 +42,7 @@ from regsidecar.peers.source import (
     SELF_STATUS,
     VERIFIED_HEADER,
 )
-from regsidecar.pull.download import Download, GrowingRead
+from regsidecar.pull.download import Download, GrowingRead, sendfile
 from regsidecar.service import LocalBlob
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ async def _send(
                 while pos <= end:
                     n = min(SEND_MOST, end + 1 - pos)
                     await gate.pace(n)
-                    await loop.sendfile(transport, f, pos, n)
+                    await sendfile(loop, transport, f, pos, n)
                     metrics.peer_upload_bytes.inc(n)
                     pos += n
         await resp.write_eof()

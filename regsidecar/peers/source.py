@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from regsidecar.config import PeerSettings
-from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
+from regsidecar.errors import Busy, NotFound, StorageError, UpstreamUnavailable
 from regsidecar.oci.ranges import answers_range, range_header
 from regsidecar.oci.reference import Digest
 from regsidecar.peers.membership import Membership
@@ -109,7 +109,9 @@ class PeerSource:
             if self._on_self is not None:
                 self._on_self(self.url)
             raise StorageError(what, f"peer {self.url} is this host")
-        # 503 (busy: its uploads are all taken), 429, 5xx: ask the next one.
+        if resp.status in (429, 503):
+            raise Busy(what, f"peer {self.url}: HTTP {resp.status} (busy)")
+        # 5xx: ask the next one.
         raise UpstreamUnavailable(what, f"peer {self.url}: HTTP {resp.status}")
 
     async def stat(self, repo: str, digest: Digest) -> BlobInfo:

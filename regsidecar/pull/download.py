@@ -190,6 +190,21 @@ class Download:
                 await self.changed(any_write=not verified_last)
 
 
+async def sendfile(
+    loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, f: io.FileIO, pos: int, n: int
+) -> None:
+    """``loop.sendfile``, with a peer that went away reported as ConnectionResetError (asyncio
+    says RuntimeError("Transport is closing"), which handlers would take for a bug)."""
+    if transport.is_closing():
+        raise ConnectionResetError("the peer closed the connection")
+    try:
+        await loop.sendfile(transport, f, pos, n)
+    except RuntimeError as exc:
+        if transport.is_closing():
+            raise ConnectionResetError("the peer closed the connection") from exc
+        raise
+
+
 class GrowingRead:
     """One reader of a :class:`Download`'s growing file: counted among its readers from the
     moment it is made until :meth:`aclose` (idempotent; also when never iterated, which an
@@ -249,7 +264,7 @@ class GrowingRead:
             async for pos, n in spans:
                 if pace is not None:
                     await pace(n)
-                await loop.sendfile(transport, f, pos, n)
+                await sendfile(loop, transport, f, pos, n)
                 if sent is not None:
                     sent(n)
 

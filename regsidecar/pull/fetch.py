@@ -32,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
-from regsidecar.errors import IntegrityError, NotFound, StorageError, UpstreamUnavailable
+from regsidecar.errors import Busy, IntegrityError, NotFound, StorageError, UpstreamUnavailable
 from regsidecar.metrics import Metrics
 from regsidecar.pull.download import Download
 from regsidecar.pull.parts import Part
@@ -100,6 +100,10 @@ def _differing(a: bytes, b: bytes) -> tuple[int, int]:
     first = next((i for i in range(n) if a[i] != b[i]), n)
     last = next((i for i in range(n - 1, first - 1, -1) if a[i] != b[i]), first)
     return first, last + 1
+
+
+class Stalled(UpstreamUnavailable):
+    """A response that delivered nothing for ``stall_s``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +324,10 @@ class Fetcher:
                 try:
                     await self._request(source, lease, end)
                 except UpstreamUnavailable as exc:
-                    source.breaker.failure()
+                    if source.name != "peer" or not isinstance(exc, Stalled | Busy):
+                        # A peer that is slow or has every upload slot taken is busy, not
+                        # broken: its circuit stays closed for the other parts.
+                        source.breaker.failure()
                     if source.name == "peer":
                         # Down, busy, stalled or cut: the next ancestor (or the store) goes
                         # on from the byte this one got to, at once.
@@ -429,7 +436,7 @@ class Fetcher:
         except StopAsyncIteration:
             return None
         except TimeoutError as exc:
-            raise UpstreamUnavailable(
+            raise Stalled(
                 self.download.key, f"{source}: nothing for {self.options.stall_s:g} s"
             ) from exc
 
