@@ -80,6 +80,7 @@ class Downloads:
             connections_per_blob=settings.download.connections_per_blob,
             parallel_after_s=settings.download.parallel_after_s,
             stall_s=settings.download.stall_s,
+            peer_stall_s=settings.peers.stall_s,
             max_resumes=settings.retry.max_resumes,
             retry=settings.retry.policy(),
         )

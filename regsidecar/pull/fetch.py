@@ -62,6 +62,7 @@ class FetchOptions:
     connections_per_blob: int = 8
     parallel_after_s: float = 1.0
     stall_s: float = 5.0  # a request that delivers nothing for this long is given up on
+    peer_stall_s: float = 15.0  # the same for a peer (busy, not broken: its upstream paces it)
     max_resumes: int = 10  # per part
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -430,15 +431,14 @@ class Fetcher:
         for ``stall_s`` (headers included) is given up on, and its part resumed on a new
         connection: AWS advises retrying slow S3 requests rather than waiting them out, and
         a starved TCP connection can otherwise sit silent until the read timeout (30 s)."""
+        limit = self.options.peer_stall_s if source == "peer" else self.options.stall_s
         try:
-            async with asyncio.timeout(self.options.stall_s):
+            async with asyncio.timeout(limit):
                 return await anext(chunks)
         except StopAsyncIteration:
             return None
         except TimeoutError as exc:
-            raise Stalled(
-                self.download.key, f"{source}: nothing for {self.options.stall_s:g} s"
-            ) from exc
+            raise Stalled(self.download.key, f"{source}: nothing for {limit:g} s") from exc
 
     def _store(self, lease: _Lease, chunk: bytes, *, open_ended: bool) -> bool:
         """Write ``chunk`` at the leased part's position. An open-ended response runs on into
