@@ -266,10 +266,11 @@ class PeerSettings(_Model):
     fanout: int = Field(2, ge=1, le=64)  # children per member in each part's tree
     tries: int = Field(2, ge=1, le=16)  # ancestors asked for a part before the store
     # A peer's answer that delivers nothing for this long is given up on (the part goes on
-    # from the next ancestor, then the store). Longer than download.stall_s: a parent is
-    # paced by its own upstream and shares its uplink with its other children; a peer that
-    # is down or gone resets or refuses at once.
-    stall_s: float = Field(15.0, gt=0)
+    # from the next ancestor, then the store). A parent is paced by its own upstream and
+    # shares its uplink with its other children: longer keeps more parts off S3 under
+    # congestion and costs more time when a peer hangs (measured at N=40: 15 s halved the
+    # S3 bytes and added 17 s; benchmarks/README.md).
+    stall_s: float = Field(5.0, gt=0)
     # Shared secret for the peer listener and for asking peers ("" = none).
     token: SecretStr | None = None
     token_file: str = ""

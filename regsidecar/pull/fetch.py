@@ -62,7 +62,7 @@ class FetchOptions:
     connections_per_blob: int = 8
     parallel_after_s: float = 1.0
     stall_s: float = 5.0  # a request that delivers nothing for this long is given up on
-    peer_stall_s: float = 15.0  # the same for a peer (busy, not broken: its upstream paces it)
+    peer_stall_s: float = 5.0  # the same for a peer (peers.stall_s)
     max_resumes: int = 10  # per part
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
