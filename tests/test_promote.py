@@ -340,6 +340,13 @@ def test_api_refuses_anonymous_readers_and_unknown_images(
         assert anon.headers.get("www-authenticate", "").startswith("Bearer realm="), str(anon)
         _refused(call("POST", url, json_body=good, auth=(WRITER[0], "wrong")), 401, "UNAUTHORIZED")
         _refused(call("POST", url, json_body=good, auth=READER), 403, "DENIED")
+        # A reader is turned away before its body is read: garbage gets 403, not a 400 that
+        # shows it was parsed.
+        garbage = call(
+            "POST", url, body=b"not json", headers={"Content-Type": "application/json"},
+            auth=READER,
+        )  # fmt: skip
+        _refused(garbage, 403, "DENIED")
         unknown = {"source": f"team/app@{UNKNOWN}", "tags": ["qa"]}
         _refused(call("POST", url, json_body=unknown, auth=WRITER), 404, "MANIFEST_UNKNOWN")
         for body in (

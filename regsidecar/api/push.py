@@ -22,6 +22,7 @@ from regsidecar.api.keys import AUTH, METRICS, REGISTRY
 from regsidecar.auth.policy import Identity
 from regsidecar.errors import (
     BlobUploadInvalid,
+    Denied,
     DigestInvalid,
     ManifestInvalid,
     RangeInvalid,
@@ -239,9 +240,13 @@ async def referrers(request: web.Request, route: Route) -> web.StreamResponse:
 async def promote(request: web.Request) -> web.StreamResponse:
     """``POST /-/promote`` ``{"source": "team/app@sha256:...", "tags": ["qa", "other/app:qa"]}``:
     the API twin of ``regsidecar promote``; needs push rights on every target repository."""
-    # Who is asking comes first (auth -> parse): read-only and anonymous callers are turned
-    # away before the body is read.
+    # Who is asking comes first (auth -> parse): read-only and anonymous callers, and
+    # callers who may push nowhere (a reader, a pull-only token), are turned away before the
+    # body is read.
     identity = await require(request, None, "push")
+    auth = request.app.get(AUTH)
+    if auth is not None and not auth.may_write_somewhere(identity):
+        raise Denied(f"{identity.name or 'anonymous'} may not push: promotion moves tags")
     try:
         doc = await request.json()
     except ValueError as exc:

@@ -265,6 +265,17 @@ class Authenticator:
             return repository is not None and (repository, action) in identity.grants
         return True
 
+    def may_write_somewhere(self, identity: Identity) -> bool:
+        """Whether ``identity`` could push to any repository at all: a writer, or a token
+        that grants push somewhere (what a caller must be before its request body is read)."""
+        if identity.name is None:
+            return False
+        if self._writers and identity.name not in self._writers:
+            return False
+        if identity.grants is not None:
+            return any(action == "push" for _, action in identity.grants)
+        return True
+
     def challenge(self, realm: str, scope: str | None = None, error: str | None = None) -> str:
         """``WWW-Authenticate`` for Docker's token flow; ``auth.realm`` overrides ``realm``."""
         parts = [
