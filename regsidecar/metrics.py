@@ -114,7 +114,7 @@ class Metrics:
         self.stale_serves = Counter(
             "regsidecar_stale_serves",
             "Answers given from last known state because every upstream failed",
-            ["kind"],  # tag | link
+            ["kind"],  # tag | link | tags (a tag list)
             registry=self.registry,
         )
         self.cache_corrupt = Counter(

@@ -67,6 +67,9 @@ class Names:
         # too, so a sidecar restarted during an outage still knows them.
         self._known_tags: LRUCache[tuple[str, str], tuple[str, float]] = LRUCache(65536)
         self._known_links: LRUCache[tuple[str, str, str], float] = LRUCache(262144)
+        # Each repository's last tag list (bounded in count: a list is as long as a repo has
+        # tags), for tags/list in an outage.
+        self._known_lists: LRUCache[str, tuple[list[str], float]] = LRUCache(4096)
         self._dirty = False
         self._load()
         self._tag_flights: SingleFlight[tuple[str, str], Digest] = SingleFlight()
@@ -174,6 +177,7 @@ class Names:
         doc = {
             "tags": [[n, t, d, at] for (n, t), (d, at) in self._known_tags.items()],
             "links": [[k, n, d, at] for (k, n, d), at in self._known_links.items()],
+            "lists": [[n, tags, at] for n, (tags, at) in self._known_lists.items()],
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -190,6 +194,9 @@ class Names:
             for k, n, d, at in doc.get("links", []):
                 if self._fresh(at):
                     self._known_links[(k, n, d)] = at
+            for n, tags, at in doc.get("lists", []):
+                if self._fresh(at) and all(isinstance(t, str) for t in tags):
+                    self._known_lists[n] = (list(tags), at)
         except FileNotFoundError:
             return
         except (OSError, ValueError, TypeError, DigestInvalid) as exc:
@@ -207,12 +214,21 @@ class Names:
         self.metrics.stale_serves.labels(kind).inc()
 
     async def tags(self, name: str) -> list[str]:
+        """The repository's tags from the store; in an outage, the last list it gave (within
+        ``cache.stale_if_error_s``), as tags themselves are served."""
         try:
             tags = await self.reader.list_tags(name)
         except StorageError as exc:
-            raise Unavailable.from_storage(exc) from exc
+            known = self._known_lists.get(name)
+            if known is None or not self._fresh(known[1]):
+                raise Unavailable.from_storage(exc) from exc
+            self._serve_stale("tags", name, exc)
+            return list(known[0])
         if tags is None:
+            self._known_lists.pop(name, None)
             raise NameUnknown(detail={"name": name})
+        self._known_lists[name] = (list(tags), self._wall())
+        self._dirty = True
         return tags
 
 

@@ -487,8 +487,20 @@ async def test_s3_down_serves_known_tags_stale_and_fails_fast_for_unknown(
         assert (await _pull(sc.url, "app", "v1"))[0] == app
         assert proxy.count("GET", tag_link, since=mark) >= 1, "tag not re-resolved after TTL"
 
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{sc.url}/v2/app/tags/list") as r,
+        ):
+            assert (r.status, await r.json()) == (200, {"name": "app", "tags": ["v1"]})
+
         proxy.down()
         await asyncio.sleep(1.5)  # past the tag TTL: the tag must be resolved again
+        # The tag list served minutes ago is served again (stale-if-error), not a 503.
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
+            session.get(f"{sc.url}/v2/app/tags/list") as r,
+        ):
+            assert (r.status, await r.json()) == (200, {"name": "app", "tags": ["v1"]})
         t0 = time.monotonic()
         digest, _ = await _pull(sc.url, "app", "v1")
         stale_s = time.monotonic() - t0
