@@ -25,6 +25,7 @@ from regsidecar.api.push import PUSHER, UPLOADS
 from regsidecar.api.server import OCIAppRunner
 from regsidecar.auth.policy import Authenticator
 from regsidecar.config import Settings
+from regsidecar.datadir import DataDirLock
 from regsidecar.logs import LineBatcher, access_logger_class
 from regsidecar.metrics import CacheFigures, Metrics
 from regsidecar.notify import Notifier, watchdog_interval
@@ -140,7 +141,17 @@ async def _watchdog(notifier: Notifier, interval_s: float) -> None:
 
 
 async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then drain and close."""
+    """Run until SIGINT/SIGTERM, then drain and close. Holds the data directory's lock
+    throughout (DataDirBusy when another sidecar runs on it)."""
+    lock = DataDirLock(settings.data_dir)
+    lock.acquire()
+    try:
+        await _serve(settings, ready)
+    finally:
+        lock.release()
+
+
+async def _serve(settings: Settings, ready: asyncio.Event | None) -> None:
     app = create_app(settings)
     batcher = LineBatcher(sys.stdout)
     runner = OCIAppRunner(

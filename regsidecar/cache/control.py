@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from regsidecar.cache.store import BlobCache
 from regsidecar.config import Settings
+from regsidecar.datadir import held
 
 Report = dict[str, Any]
 
@@ -159,15 +160,28 @@ def ops_url(settings: Settings) -> str:
 
 def open_control(settings: Settings, *, probe_timeout_s: float = 2.0) -> CacheControl:
     """The running sidecar's cache if one answers at the configured address, else the
-    directory. A sidecar that serves a directory store (no cache) also means the directory."""
+    directory. A sidecar that serves a directory store (no cache) also means the directory.
+    The directory only when no sidecar holds it (its lock): a sidecar that did not answer
+    (busy, or its ops endpoints on another ops_listen) still trusts its index, and files
+    removed under it would be answered as cached. CacheControlError then."""
     sidecar = SidecarCache(ops_url(settings))
     try:
         with _OPENER.open(sidecar.base_url + "/-/cache/stats", timeout=probe_timeout_s) as resp:
             resp.read()
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
-            return LocalCache(settings)
+            return _local(settings, sidecar.base_url)
         return sidecar  # it is running: its answer (e.g. 403) is the operator's to see
     except (urllib.error.URLError, OSError):
-        return LocalCache(settings)
+        return _local(settings, sidecar.base_url)
     return sidecar
+
+
+def _local(settings: Settings, tried: str) -> CacheControl:
+    if held(settings.data_dir):
+        raise CacheControlError(
+            f"a running sidecar holds {settings.data_dir} but did not answer at {tried}; "
+            "its files are left alone (give --listen / ops_listen where it serves "
+            "/-/cache, or stop it first)"
+        )
+    return LocalCache(settings)

@@ -18,7 +18,8 @@ from regsidecar.config import format_size
 
 _WHERE = (
     " Works through the running sidecar when one answers on its operator address (listen, "
-    "or ops_listen), else on DATA_DIR/cache directly."
+    "or ops_listen), else on DATA_DIR/cache directly, but never under a sidecar that holds "
+    "DATA_DIR (its lock) without answering: then it says so and exits 1."
 )
 
 
@@ -57,7 +58,11 @@ def register(sub: SubParsers) -> None:
 
 
 def _act(args: argparse.Namespace, action: str) -> Report | None:
-    control = open_control(args.settings)
+    try:
+        control = open_control(args.settings)
+    except CacheControlError as exc:
+        print(f"regsidecar: cache {action}: {exc}", file=sys.stderr)
+        return None
     calls: dict[str, Callable[[], Report]] = {
         "stats": control.stats,
         "verify": control.verify,

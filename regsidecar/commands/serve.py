@@ -43,9 +43,13 @@ def register(sub: SubParsers) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from regsidecar.api.app import serve
+    from regsidecar.datadir import DataDirBusy
 
     try:
         asyncio.run(serve(args.settings))
+    except DataDirBusy as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 1
     except OSError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1
