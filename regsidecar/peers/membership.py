@@ -16,7 +16,6 @@ last answer that worked when one fails, and knows which member is this host::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import random
@@ -256,8 +255,10 @@ class Membership:
         API in step) until cancelled."""
         while True:
             await asyncio.sleep(self.refresh_s * random.uniform(0.9, 1.1))
-            with contextlib.suppress(Exception):
+            try:
                 await self.refresh()
+            except Exception:  # a provider's failure is handled in refresh(): this is a bug
+                log.exception("peer membership refresh crashed; keeping the last members")
 
     def status(self) -> dict[str, Any]:
         return {

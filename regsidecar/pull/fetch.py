@@ -324,26 +324,16 @@ class Fetcher:
                 end = None if open_ended and plan.tail_free(lease.part) else lease.part.end
                 try:
                     await self._request(source, lease, end)
-                except UpstreamUnavailable as exc:
-                    if source.name != "peer" or not isinstance(exc, Stalled | Busy):
-                        # A peer that is slow or has every upload slot taken is busy, not
-                        # broken: its circuit stays closed for the other parts.
-                        source.breaker.failure()
+                except StorageError as exc:
                     if source.name == "peer":
-                        # Down, busy, stalled or cut: the next ancestor (or the store) goes
-                        # on from the byte this one got to, at once.
+                        # Down, busy, stalled, cut or refused: the next ancestor (or the
+                        # store) goes on from the byte this one got to, at once.
+                        self._leave_peer(source, lease.part, exc)
                         given_up.add(source)
-                        self.metrics.peer_errors.inc()
-                        log.info(
-                            "peer part interrupted; asking the next source",
-                            extra={
-                                "digest": self.download.key,
-                                "offset": lease.part.pos,
-                                "peer": getattr(source, "url", ""),
-                                "error": str(exc)[:200],
-                            },
-                        )
                         continue
+                    source.breaker.failure()
+                    if not isinstance(exc, UpstreamUnavailable):
+                        raise
                     source.window.throttled()
                     failures += 1
                     if failures > self.options.max_resumes:
@@ -362,16 +352,25 @@ class Fetcher:
                     )
                     await asyncio.sleep(self.options.retry.backoff(failures - 1))
                     continue
-                except StorageError:
-                    source.breaker.failure()
-                    if source.name == "peer":
-                        given_up.add(source)  # refused (token): not this one
-                        self.metrics.peer_errors.inc()
-                        continue
-                    raise
                 source.breaker.success()
         finally:
             plan.release(lease.part)
+
+    def _leave_peer(self, peer: BlobSource, part: Part, exc: StorageError) -> None:
+        """A peer failed ``part``. A peer that is slow or has every upload slot taken is busy,
+        not broken: its circuit stays closed for the other parts."""
+        if not isinstance(exc, Stalled | Busy):
+            peer.breaker.failure()
+        self.metrics.peer_errors.inc()
+        log.info(
+            "peer part interrupted; asking the next source",
+            extra={
+                "digest": self.download.key,
+                "offset": part.pos,
+                "peer": getattr(peer, "url", ""),
+                "error": str(exc)[:200],
+            },
+        )
 
     def _pick(self, part: Part, given_up: set[BlobSource]) -> BlobSource:
         """The part's next source: its tree's ancestors not yet given up on (and whose
