@@ -271,15 +271,20 @@ class PeerSettings(_Model):
     # congestion and costs more time when a peer hangs (measured at N=40: 15 s halved the
     # S3 bytes and added 17 s; benchmarks/README.md).
     stall_s: float = Field(5.0, gt=0)
+    # ... but while this host's link is busy with other responses (the last stall_s brought
+    # at least half of the most any stall_s did), a silent peer is starved by that traffic,
+    # not stuck: it is waited for up to this long (regsidecar/pull/intake.py).
+    patience_s: float = Field(30.0, gt=0)
     # Shared secret for the peer listener and for asking peers ("" = none).
     token: SecretStr | None = None
     token_file: str = ""
-    max_uploads: int = Field(64, ge=1)  # peer responses served at once; beyond: 503
+    max_uploads: int = Field(64, ge=1)  # peer responses served at once; beyond: 429
     max_upload_bytes_per_s: ByteSize = 0  # all peer responses together; 0 = unbounded
     quarantine_s: float = Field(600.0, gt=0)  # a peer that served wrong bytes is not asked
-    # A host whose uplink is saturated answers a SYN late: a short limit gives up on peers
-    # that are only busy (and sends their children to S3).
-    connect_timeout_s: float = Field(5.0, gt=0)
+    # A host whose uplink is saturated answers a SYN late (TCP retries it after 1, 3, 7 s):
+    # a short limit gives up on peers that are only busy and sends their parts to S3. On an
+    # idle link stall_s gives up on a silent connect first.
+    connect_timeout_s: float = Field(30.0, gt=0)
 
     @field_validator("urls")
     @classmethod

@@ -458,3 +458,54 @@ async def test_a_host_listed_under_a_name_it_cannot_place_learns_it_is_that_memb
             assert_cache_verified(sc)
         # a host that is the root of every part it needs never asks itself; one at least did
         assert learned >= 1
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("link", ["busy", "idle"])
+async def test_a_silent_peer_is_waited_for_while_the_link_is_busy_and_left_when_idle(
+    writer: BucketWriter, proxy: FaultProxy, bucket: str, tmp_path: Path, link: str
+) -> None:
+    """Host 0 is listed at a proxy that holds every response for blob X for 3 s after its
+    first 64 KiB, and it is X's root: host 1 asks it for X, and its answer goes silent for
+    3 s, three times ``peers.stall_s`` (1 s). When host 1's link is busy (it is receiving
+    blob Y, 8 MiB from S3 at 128 KiB/s per response, the whole time), the silence is
+    starvation by its own traffic: host 1 waits (``peers.patience_s``) and S3 sends X's
+    bytes once, to host 0. On an idle link the peer is stuck: host 1 leaves it after 1 s
+    and fetches X from S3 itself."""
+    ports = [free_port() for _ in range(3)]
+    with FaultProxy(f"http://127.0.0.1:{ports[0]}") as slow:
+        urls = [slow.url, *(f"http://127.0.0.1:{p}" for p in ports[1:])]
+        x = blob_rooted_at(urls, 0, MiB)
+        x_digest = writer.blob("app", x)
+        y = os.urandom(8 * MiB)
+        y_digest = writer.blob("app", y)
+        slow.stall(3.0, after_bytes=64 * 1024, path_contains=f"/peer/v1/blobs/{x_digest}")
+        proxy.throttle(128 * 1024, method="GET", path_contains=layout.blob_data(y_digest))
+        env = {"REGSIDECAR_PEERS_STALL_S": "1", "REGSIDECAR_PEERS_PATIENCE_S": "10"}
+        with fleet(proxy, bucket, tmp_path, urls=urls, peer_ports=ports, env=env) as f:
+            asker = f.sidecars[1]
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=90)) as s:
+                y_pull = None
+                if link == "busy":
+                    y_pull = asyncio.ensure_future(
+                        get_digest(s, f"{asker.url}/v2/app/blobs/{y_digest}")
+                    )
+                    await asyncio.sleep(2.0)  # Y flows into host 1 at ~1 MiB/s
+                status, got, n, _ = await get_digest(s, f"{asker.url}/v2/app/blobs/{x_digest}")
+                assert (status, got, n) == (200, x_digest, len(x))
+                if y_pull is not None:
+                    assert (await y_pull)[:3] == (200, y_digest, len(y))
+        left = [
+            e
+            for e in asker.logs()
+            if e.get("msg") == "peer part interrupted; asking the next source"
+            and e.get("digest") == x_digest
+        ]
+        x_from_s3 = _s3_bytes(proxy, layout.blob_data(x_digest), len(x))
+        if link == "busy":
+            assert left == [], "host 1 gave up on a peer starved by its own busy link"
+            assert x_from_s3 == len(x), "S3 sent X more than once"
+        else:
+            assert [e["peer"] for e in left] == [slow.url]
+            assert x_from_s3 > len(x), "host 1 never asked S3 for what the stuck peer held"
+        assert slow.count("GET", f"/peer/v1/blobs/{x_digest}") >= 1

@@ -77,7 +77,9 @@ async def open_peers(settings: Settings, metrics: Metrics) -> Peers:
     await members.refresh()
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(
-            total=None, connect=p.connect_timeout_s, sock_read=settings.s3.read_timeout_s
+            total=None,
+            sock_connect=p.connect_timeout_s,
+            sock_read=max(settings.s3.read_timeout_s, p.patience_s),
         ),
         connector=aiohttp.TCPConnector(limit=0),
         auto_decompress=False,

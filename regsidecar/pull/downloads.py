@@ -33,6 +33,7 @@ from regsidecar.metrics import Metrics
 from regsidecar.oci.reference import Digest
 from regsidecar.pull.download import Download
 from regsidecar.pull.fetch import Fetcher, FetchOptions, closing
+from regsidecar.pull.intake import Intake
 from regsidecar.pull.parts import PartPlan, choose_part_bytes
 from regsidecar.pull.sources import BlobInfo, Chooser
 
@@ -81,10 +82,12 @@ class Downloads:
             parallel_after_s=settings.download.parallel_after_s,
             stall_s=settings.download.stall_s,
             peer_stall_s=settings.peers.stall_s,
+            peer_patience_s=settings.peers.patience_s,
             max_resumes=settings.retry.max_resumes,
             retry=settings.retry.policy(),
         )
         lim = settings.limits
+        self.intake = Intake()  # every download's received bytes: is the link busy?
         self._limiter = Limiter(lim.max_upstream_downloads, lim.max_queued_downloads)
         self._downloads: dict[Digest, Download] = {}
         self._disk_trouble_until = 0.0
@@ -140,7 +143,14 @@ class Downloads:
         peers = self.peers
         route = partial(peers.route, digest) if peers is not None and peered else None
         fetcher = Fetcher(
-            download, fd, self.chooser, repo, self._options, self.metrics, route=route
+            download,
+            fd,
+            self.chooser,
+            repo,
+            self._options,
+            self.metrics,
+            route=route,
+            intake=self.intake,
         )
         try:
             try:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from regsidecar.errors import Busy, IntegrityError, NotFound, StorageError, UpstreamUnavailable
 from regsidecar.metrics import Metrics
 from regsidecar.pull.download import Download
+from regsidecar.pull.intake import Intake
 from regsidecar.pull.parts import Part
 from regsidecar.pull.sources import BlobSource, Chooser
 from regsidecar.pull.window import ConnectionWindow
@@ -63,6 +64,8 @@ class FetchOptions:
     parallel_after_s: float = 1.0
     stall_s: float = 5.0  # a request that delivers nothing for this long is given up on
     peer_stall_s: float = 5.0  # the same for a peer (peers.stall_s)
+    # ... unless this host's link is busy with other responses: then at most this long
+    peer_patience_s: float = 30.0
     max_resumes: int = 10  # per part
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -138,10 +141,12 @@ class Fetcher:
         metrics: Metrics,
         *,
         route: Callable[[int], Sequence[BlobSource]] | None = None,
+        intake: Intake | None = None,
     ) -> None:
         """``route(offset)``: the peers to ask for the part at ``offset`` before the store
         (None: no peer fetch; with it every part is its own ranged request from the start,
-        each from its own tree's parent)."""
+        each from its own tree's parent). ``intake``: what this host receives, every
+        download together (shared; it decides whether a silent peer is waited for)."""
         self.download = download
         self.fd = fd
         self.chooser = chooser
@@ -149,6 +154,7 @@ class Fetcher:
         self.options = options
         self.metrics = metrics
         self._route = route
+        self.intake = intake if intake is not None else Intake()
         self._routes: dict[int, Sequence[BlobSource]] = {}
         # Only a download for a repository may ask the fallback registries (a peer's
         # request names a digest only): without one, the store is the last source.
@@ -400,6 +406,7 @@ class Fetcher:
                     if self._first_byte_at is None:
                         self._first_byte_at = time.monotonic()
                     window.received(len(chunk))
+                    self.intake.add(len(chunk))
                     self.metrics.upstream_bytes(source.name, len(chunk))
                     more = self._store(lease, chunk, open_ended=end is None)
                     if not more and end is None:
@@ -429,15 +436,38 @@ class Fetcher:
         """The next chunk of a response, or None at its end. A response that gives nothing
         for ``stall_s`` (headers included) is given up on, and its part resumed on a new
         connection: AWS advises retrying slow S3 requests rather than waiting them out, and
-        a starved TCP connection can otherwise sit silent until the read timeout (30 s)."""
-        limit = self.options.peer_stall_s if source == "peer" else self.options.stall_s
+        a starved TCP connection can otherwise sit silent until the read timeout (30 s).
+
+        A peer's response is waited for longer, up to ``peer_patience_s``, while this
+        host's link is busy with other responses (:mod:`regsidecar.pull.intake`): it is
+        starved by them, and another request would only join the queue."""
+        loop = asyncio.get_running_loop()
+        if source == "peer":
+            limit, most = self.options.peer_stall_s, self.options.peer_patience_s
+        else:
+            limit = most = self.options.stall_s
+        began = loop.time()
+        intake = self.intake
+        timers: list[asyncio.TimerHandle] = []
+
+        def check() -> None:
+            if loop.time() - began + limit <= most and intake.busy(limit):
+                timers.append(loop.call_later(limit, check))  # starved by this host's traffic
+            else:
+                deadline.reschedule(loop.time())
+
         try:
-            async with asyncio.timeout(limit):
-                return await anext(chunks)
+            async with asyncio.timeout(None) as deadline:
+                timers.append(loop.call_later(limit, check))
+                try:
+                    return await anext(chunks)
+                finally:
+                    timers[-1].cancel()
         except StopAsyncIteration:
             return None
         except TimeoutError as exc:
-            raise Stalled(self.download.key, f"{source}: nothing for {limit:g} s") from exc
+            waited = loop.time() - began
+            raise Stalled(self.download.key, f"{source}: nothing for {waited:.3g} s") from exc
 
     def _store(self, lease: _Lease, chunk: bytes, *, open_ended: bool) -> bool:
         """Write ``chunk`` at the leased part's position. An open-ended response runs on into

@@ -40,6 +40,8 @@ applies. Each fault method returns its :class:`Fault` handle (``.applied`` count
   then be lost).
 * ``corrupt(at_byte=0)``: forward the body with the byte at that offset flipped (XOR 0xff);
   not terminal, so it combines with a stall or a reset.
+* ``throttle(bytes_per_s)``: forward the body at that rate (each response by itself, in
+  pieces of a tenth of a second's worth); not terminal.
 * ``stall(seconds, after_bytes=None)``: hold the request ``seconds`` before forwarding it, or
   (``after_bytes``) send headers and that many body bytes first, then hold mid-body. Stalls
   end early on ``release_stalls()``, ``clear()`` and ``stop()``.
@@ -185,7 +187,7 @@ class _Entry:
 class Fault:
     """One fault rule. ``times``: how many more times it may apply (None: unlimited)."""
 
-    kind: str  # "fail", "reset", "stall", "corrupt"
+    kind: str  # "fail", "reset", "stall", "throttle", "corrupt"
     method: str | None
     path_contains: str | None
     times: int | None
@@ -216,6 +218,7 @@ class _Plan:
     reset_after: int | None = None
     rst: bool = False
     corrupt_at: int | None = None  # body offset of the byte to flip
+    rate: float | None = None  # body bytes per second (throttle)
     names: list[str] = field(default_factory=list)
     # Body rules, handed back (_refund) if the body ends before their offset.
     stall_fault: Fault | None = None
@@ -483,6 +486,19 @@ class FaultProxy:
             )
         )
 
+    def throttle(
+        self,
+        bytes_per_s: float,
+        *,
+        times: int | None = None,
+        method: str | None = None,
+        path_contains: str | None = None,
+    ) -> Fault:
+        """Forward matching responses' bodies at ``bytes_per_s`` each (a slow link)."""
+        if bytes_per_s <= 0:
+            raise ValueError("bytes_per_s must be > 0")
+        return self._add(Fault("throttle", method, path_contains, times, {"rate": bytes_per_s}))
+
     def corrupt(
         self,
         at_byte: int = 0,
@@ -552,6 +568,10 @@ class FaultProxy:
                         plan.stall_fault = f
                     else:
                         continue
+                elif f.kind == "throttle":
+                    if plan.rate is not None:
+                        continue
+                    plan.rate = f.params["rate"]
                 elif f.kind == "corrupt":
                     if plan.corrupt_at is not None:
                         continue
@@ -741,10 +761,12 @@ class FaultProxy:
             )
             await self._reset(request, entry, plan)
             return
+        began = time.monotonic()
+        piece_most = max(1, int(plan.rate / 10)) if plan.rate else CHUNK
         async for chunk in upstream.content.iter_chunked(CHUNK):
             view = memoryview(chunk)
             while view:
-                limit = len(view)
+                limit = min(len(view), piece_most)
                 for cut in (stall_at, reset_at):
                     if cut is not None and sent < cut:
                         limit = min(limit, cut - sent)
@@ -757,6 +779,10 @@ class FaultProxy:
                 await resp.write(piece)
                 sent += len(piece)
                 self._set(entry, bytes_sent=sent)
+                if plan.rate:
+                    ahead = sent / plan.rate - (time.monotonic() - began)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
                 if stall_at is not None and sent == stall_at:
                     await self._flush(request)
                     await self._hold(plan.stall_mid_s)
