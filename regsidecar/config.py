@@ -140,6 +140,7 @@ class CacheSettings(_Model):
     tag_ttl_s: float = Field(30.0, ge=0)
     stale_if_error_s: float = Field(86400.0, ge=0)
     link_ttl_s: float = Field(300.0, ge=0)
+    catalog_ttl_s: float = Field(30.0, ge=0)  # how long a /v2/_catalog listing is reused
     manifest_memory_bytes: ByteSize = 64 * 1024**2
 
 
@@ -201,6 +202,15 @@ class LimitSettings(_Model):
 
     max_upstream_downloads: int = Field(16, ge=1)  # blob downloads running at once
     max_queued_downloads: int = Field(256, ge=0)  # waiting for a slot; beyond it: 429
+    # /v2/_catalog walks at most this many directories under repositories/ (beyond: 503),
+    # listing at most catalog_concurrency of them at once.
+    catalog_max_directories: int = Field(100_000, ge=1)
+    catalog_concurrency: int = Field(8, ge=1, le=256)
+    # A connection's request head must be complete this long after its first byte (nginx's
+    # client_header_timeout); open connections per listener at most max_connections (0: the
+    # file-descriptor limit less 256), beyond which the longest wait for a head is closed.
+    header_timeout_s: float = Field(10.0, gt=0)
+    max_connections: int = Field(0, ge=0)
 
 
 class DownloadSettings(_Model):

@@ -6,15 +6,23 @@ directory's files itself (``cache gc`` / ``verify`` when no sidecar answered) fi
 :func:`held`: a locked directory belongs to a sidecar that is running, so the command talks
 to it or says why it cannot, and never removes files from under it.
 
+It also writes ``DATA_DIR/control.token`` (mode 0600, new at every start): the bearer token
+the cache administration endpoints (``/-/cache/*``) want. Whoever may read the data directory's
+files may administer its cache, as whoever may open docker.sock may run containers; a local
+process of another user, or anything that only reaches the port, may not.
+
 >>> lock = DataDirLock("/var/lib/regsidecar"); lock.acquire()  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import secrets
 
 LOCK_NAME = ".lock"
+CONTROL_TOKEN_NAME = "control.token"
 
 
 class DataDirBusy(Exception):
@@ -43,6 +51,29 @@ class DataDirLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+
+
+def write_control_token(data_dir: str) -> str:
+    """A new control token in ``DATA_DIR/control.token`` (0600, replaced atomically)."""
+    token = secrets.token_hex(32)
+    path = os.path.join(data_dir, CONTROL_TOKEN_NAME)
+    tmp = f"{path}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.replace(tmp, path)
+    return token
+
+
+def read_control_token(data_dir: str) -> str | None:
+    """The running sidecar's control token, None if this process may not read it (or none)."""
+    try:
+        with open(os.path.join(data_dir, CONTROL_TOKEN_NAME)) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def held(data_dir: str) -> bool:

@@ -223,6 +223,10 @@ class NotFound(StorageError):
     """The key does not exist in the store."""
 
 
+class AlreadyExists(StorageError):
+    """A create-only write found the key there already (S3 412 to If-None-Match: *)."""
+
+
 class UpstreamUnavailable(StorageError):
     """The store could not be reached or failed transiently (5xx, reset, timeout)."""
 

@@ -83,6 +83,14 @@ class Metrics:
             "Blob downloads whose bytes did not match their digest (nothing was published)",
             registry=self.registry,
         )
+        self.connections_closed = Counter(
+            "regsidecar_connections_closed",
+            "Connections the server closed itself, by reason: header_timeout (no complete "
+            "request head in limits.header_timeout_s), evicted (made room at "
+            "limits.max_connections for a new one), refused (the bound, every slot busy)",
+            ["reason"],
+            registry=self.registry,
+        )
         # Peer fetch (the sources of blob bytes are in upstream_blob_bytes{source="peer"}).
         self.peer_errors = Counter(
             "regsidecar_peer_errors",
@@ -97,7 +105,7 @@ class Metrics:
         self.peer_uploads = Counter(
             "regsidecar_peer_uploads",
             "Blob requests from other sidecars on the peer listener, by outcome: served, "
-            "busy (every upload slot taken: 503), refused (token), missing",
+            "busy (every upload slot taken: 429), refused (token), missing",
             ["outcome"],
             registry=self.registry,
         )

@@ -72,6 +72,12 @@ class Names:
         self._known_lists: LRUCache[str, tuple[list[str], float]] = LRUCache(4096)
         self._dirty = False
         self._load()
+        self._limits = settings.limits
+        self._catalog_ttl_s = c.catalog_ttl_s
+        self._now = now
+        # The last catalog: (names, monotonic time listed, wall time listed).
+        self._catalog: tuple[list[str], float, float] | None = None
+        self._catalog_flights: SingleFlight[str, list[str]] = SingleFlight()
         self._tag_flights: SingleFlight[tuple[str, str], Digest] = SingleFlight()
         self._link_flights: SingleFlight[tuple[str, str, str], bool] = SingleFlight()
 
@@ -151,6 +157,10 @@ class Names:
         self._links[key] = True
         self._known_links[key] = self._wall()
         self._dirty = True
+        known = self._catalog
+        if known is not None and name not in known[0]:
+            # A repository created here is in this sidecar's next catalog at once.
+            self._catalog = (sorted([*known[0], name]), known[1], known[2])
 
     def forget_link(self, kind: str, name: str, digest: Digest) -> None:
         key = (kind, name, str(digest))
@@ -212,6 +222,32 @@ class Names:
             extra={"kind": kind, "ref": what, "error": str(exc)[:200]},
         )
         self.metrics.stale_serves.labels(kind).inc()
+
+    async def repositories(self) -> list[str]:
+        """Every repository of the store (``/v2/_catalog``): one walk of the store per
+        ``cache.catalog_ttl_s`` whatever the number of requests (concurrent ones share it),
+        bounded by ``limits.catalog_*``; in an outage the last listing (within
+        ``cache.stale_if_error_s``)."""
+        known = self._catalog
+        if known is not None and self._now() - known[1] < self._catalog_ttl_s:
+            return known[0]
+
+        async def load() -> list[str]:
+            lim = self._limits
+            try:
+                names = await self.reader.repositories(
+                    most=lim.catalog_max_directories, concurrency=lim.catalog_concurrency
+                )
+            except StorageError as exc:
+                last = self._catalog
+                if last is None or not self._fresh(last[2]):
+                    raise Unavailable.from_storage(exc) from exc
+                self._serve_stale("catalog", "_catalog", exc)
+                return last[0]
+            self._catalog = (names, self._now(), self._wall())
+            return names
+
+        return await self._catalog_flights.do("catalog", load)
 
     async def tags(self, name: str) -> list[str]:
         """The repository's tags from the store; in an outage, the last list it gave (within

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar
 
 from regsidecar.config import Settings, TagRule
 from regsidecar.errors import (
+    AlreadyExists,
     BlobUnknown,
     Denied,
     DigestInvalid,
@@ -267,12 +268,28 @@ class Pusher:
         await self._store(self.writer.put_manifest(name, digest, payload))
         if pushed.subject is not None and descriptor is not None:
             await self._store(self.writer.add_referrer(name, pushed.subject.digest, descriptor))
-        for tag in tags:
-            await self._store(self.writer.tag(name, tag, digest))
+        for tag, current in zip(tags, currents, strict=True):
+            await self._write_tag(name, tag, digest, current)
         if self.names is not None:
             self.names.note_link("manifest", name, digest)
             for tag in tags:
                 self.names.note_tag(name, tag, digest)
+
+    async def _write_tag(self, name: str, tag: str, digest: Digest, current: Digest | None) -> None:
+        """Point the tag at ``digest``. A tag an ``immutable`` rule protects that had no
+        current link when checked is created only if there is still none: another sidecar, or
+        a promotion, may create it at the same moment, and the store (S3's If-None-Match,
+        a directory's hard link) lets exactly one of them. The others are refused as any
+        move of an immutable tag is, unless the winner wrote the same digest."""
+        new = current is None and tag_rule(self.rules, name, tag) == "immutable"
+        try:
+            await self.writer.tag(name, tag, digest, new=new)
+        except AlreadyExists:
+            winner = await self._current(name, tag)
+            if winner != digest:
+                raise Denied(f"tag {tag} is immutable: it already points at {winner}") from None
+        except StorageError as exc:
+            raise Unavailable.from_storage(exc) from exc
 
     async def _current(self, name: str, tag: str) -> Digest | None:
         return await self._store(self.writer.current(name, tag))
@@ -384,7 +401,7 @@ class Pusher:
             await self._link_image(name, repo, digest)
         moves = []
         for (repo, tag), current in zip(targets, currents, strict=True):
-            await self._store(self.writer.tag(repo, tag, digest))
+            await self._write_tag(repo, tag, digest, current)
             if self.names is not None:
                 self.names.note_tag(repo, tag, digest)
             move = TagMove(repo, tag, current, digest)

@@ -284,10 +284,7 @@ class Registry:
         return await self.names.tags(name)
 
     async def repositories(self) -> list[str]:
-        try:
-            return await self.reader.repositories()
-        except StorageError as exc:
-            raise Unavailable.from_storage(exc) from exc
+        return await self.names.repositories()
 
     # -- manifests ----------------------------------------------------------------------------
 

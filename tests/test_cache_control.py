@@ -7,13 +7,21 @@ access times, so least-recently-used order is known.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from regsidecar.cache.control import CacheControl, LocalCache, SidecarCache, open_control
+from regsidecar.cache.control import (
+    CacheControl,
+    CacheControlError,
+    LocalCache,
+    SidecarCache,
+    open_control,
+)
 from regsidecar.config import Settings, load_settings
+from regsidecar.datadir import read_control_token
 from tests.cachefiles import write_blobs
 from tests.rig.moto import MotoServer
 from tests.rig.ports import free_port
@@ -50,7 +58,7 @@ def control(
         return
     args = ["--storage", f"s3://{bucket}", "--s3-endpoint-url", moto.endpoint_url]
     with Sidecar([*args, "--s3-path-style"], data_dir=tmp_path, env=ENV) as sc:
-        yield SidecarCache(sc.url), tmp_path, digests
+        yield SidecarCache(sc.url, token=read_control_token(str(tmp_path))), tmp_path, digests
 
 
 def _files(data_dir: Path) -> set[str]:
@@ -114,3 +122,30 @@ def test_open_control_picks_the_running_sidecar_else_the_directory(
         settings = Settings(listen=sc.host, data_dir=str(tmp_path))
         assert open_control(settings).where == "sidecar"
     assert open_control(settings).where == "local"
+
+
+def test_cache_administration_wants_the_control_token_only_the_data_dir_holds(
+    tmp_path: Path, moto: MotoServer, bucket: str
+) -> None:
+    """/-/cache/* answer a loopback client only with the token in DATA_DIR/control.token
+    (mode 0600, new at each start): without it, or with an old one, 401 and an OCI error,
+    and nothing is removed; the CLI's way in (open_control) reads it and gets through."""
+    digests = _fill(tmp_path, [100] * 8)
+    token_file = tmp_path / "control.token"
+    args = ["--storage", f"s3://{bucket}", "--s3-endpoint-url", moto.endpoint_url]
+    with Sidecar([*args, "--s3-path-style"], data_dir=tmp_path, env=ENV) as sc:
+        first = read_control_token(str(tmp_path))
+        assert first and len(first) == 64
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        for token in (None, "0" * 64):
+            with pytest.raises(CacheControlError, match=r"HTTP 401: .*control token"):
+                SidecarCache(sc.url, token=token).gc()
+        assert _files(tmp_path) == set(digests)
+        settings = Settings(listen=sc.host, data_dir=str(tmp_path))
+        ctl = open_control(settings)
+        assert ctl.where == "sidecar"
+        assert len(ctl.gc()["removed"]) == 3
+    with Sidecar([*args, "--s3-path-style"], data_dir=tmp_path, env=ENV) as sc:
+        assert read_control_token(str(tmp_path)) != first
+        with pytest.raises(CacheControlError, match="HTTP 401"):
+            SidecarCache(sc.url, token=first).stats()

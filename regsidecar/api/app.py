@@ -19,13 +19,18 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from regsidecar.api import auth, handlers, ops, push
-from regsidecar.api.keys import AUTH, METRICS, READINESS, REGISTRY, SETTINGS
+from regsidecar.api.keys import AUTH, CONTROL_TOKEN, METRICS, READINESS, REGISTRY, SETTINGS
 from regsidecar.api.middleware import add_api_version, oci_errors
 from regsidecar.api.push import PUSHER, UPLOADS
-from regsidecar.api.server import OCIAppRunner
+from regsidecar.api.server import (
+    ConnectionGuard,
+    OCIAppRunner,
+    default_max_connections,
+    quiet_accept_errors,
+)
 from regsidecar.auth.policy import Authenticator
 from regsidecar.config import Settings
-from regsidecar.datadir import DataDirLock
+from regsidecar.datadir import DataDirLock, write_control_token
 from regsidecar.logs import LineBatcher, access_logger_class
 from regsidecar.metrics import CacheFigures, Metrics
 from regsidecar.notify import Notifier, watchdog_interval
@@ -112,6 +117,8 @@ def _ops_app(main: web.Application) -> web.Application:
     app[METRICS] = main[METRICS]
     app[REGISTRY] = main[REGISTRY]
     app[READINESS] = main[READINESS]
+    if CONTROL_TOKEN in main:
+        app[CONTROL_TOKEN] = main[CONTROL_TOKEN]
     ops.add_routes(app)
     return app
 
@@ -146,16 +153,26 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     lock = DataDirLock(settings.data_dir)
     lock.acquire()
     try:
-        await _serve(settings, ready)
+        await _serve(settings, ready, write_control_token(settings.data_dir))
     finally:
         lock.release()
 
 
-async def _serve(settings: Settings, ready: asyncio.Event | None) -> None:
+async def _serve(settings: Settings, ready: asyncio.Event | None, control_token: str) -> None:
     app = create_app(settings)
+    app[CONTROL_TOKEN] = control_token
     batcher = LineBatcher(sys.stdout)
+    quiet_accept_errors(asyncio.get_running_loop())
+    lim = settings.limits
+    most = lim.max_connections or default_max_connections()
+
+    def guard() -> ConnectionGuard:
+        closed = app[METRICS].connections_closed
+        return ConnectionGuard(most, lim.header_timeout_s, lambda r: closed.labels(r).inc())
+
     runner = OCIAppRunner(
         app,
+        guard=guard(),
         # Always installed: it also feeds the request metrics; it writes lines only if asked.
         access_log_class=access_logger_class(batcher, app[METRICS], write=settings.log.access),
         access_log=logging.getLogger("regsidecar.access"),
@@ -167,7 +184,14 @@ async def _serve(settings: Settings, ready: asyncio.Event | None) -> None:
     site = web.TCPSite(runner, settings.host, settings.port, backlog=1024, reuse_address=True)
     await site.start()
     if settings.ops_listen:
-        ops_runner = web.AppRunner(_ops_app(app), handle_signals=False, access_log=None)
+        ops_runner = OCIAppRunner(
+            _ops_app(app),
+            guard=guard(),
+            handle_signals=False,
+            # The same access log as the pull listener (it also feeds the request metrics).
+            access_log_class=access_logger_class(batcher, app[METRICS], write=settings.log.access),
+            access_log=logging.getLogger("regsidecar.access"),
+        )
         await ops_runner.setup()
         runners.append(ops_runner)
         host, port = settings.ops_address
@@ -179,6 +203,7 @@ async def _serve(settings: Settings, ready: asyncio.Event | None) -> None:
 
         peer_runner = OCIAppRunner(
             create_peer_app(app, peer_token(settings)),
+            guard=guard(),
             handle_signals=False,
             access_log=None,
             shutdown_timeout=5.0,

@@ -14,6 +14,8 @@ SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
 METRICS = web.AppKey("metrics", Metrics)
 READINESS = web.AppKey("readiness", Readiness)
+# The bearer token /-/cache/* wants (DATA_DIR/control.token); unset: those endpoints refuse.
+CONTROL_TOKEN = web.AppKey("control_token", str)
 # None: auth is off and the sidecar is read-only for everyone.
 AUTH: web.AppKey[Authenticator | None] = web.AppKey("auth")
 # Per request: the route kind parsed by the dispatcher, for metrics and the access log.

@@ -6,19 +6,22 @@
 * ``/metrics``: Prometheus text;
 * ``/-/cache/stats`` (GET), ``/-/cache/gc`` and ``/-/cache/verify`` (POST): what
   ``regsidecar cache`` and ``regsidecar prune`` ask a running sidecar, so the cache is trimmed
-  by the process that owns its index and pins. Loopback clients only.
+  by the process that owns its index and pins. Loopback clients with the control token only
+  (``Authorization: Bearer`` the contents of ``DATA_DIR/control.token``, mode 0600, which the
+  CLI reads: reading the data directory is the permission, as for docker.sock).
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from typing import Any
 
 from aiohttp import web
 
-from regsidecar.api.keys import METRICS, READINESS, REGISTRY
+from regsidecar.api.keys import CONTROL_TOKEN, METRICS, READINESS, REGISTRY
 from regsidecar.cache.control import cache_report, gc_report
-from regsidecar.errors import Denied, Unsupported
+from regsidecar.errors import Denied, Unauthorized, Unsupported
 from regsidecar.metrics import CONTENT_TYPE
 
 
@@ -63,6 +66,17 @@ def _local_cache(request: web.Request) -> Any:
         loopback = False
     if not loopback:
         raise Denied("cache administration is for loopback clients only")
+    token = request.app.get(CONTROL_TOKEN)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if (
+        not token
+        or scheme.lower() != "bearer"
+        or not hmac.compare_digest(given.strip().encode(), token.encode())
+    ):
+        raise Unauthorized(
+            "cache administration wants the control token (DATA_DIR/control.token)",
+            challenge='Bearer realm="regsidecar-control"',
+        )
     cache = request.app[REGISTRY].cache
     if cache is None:
         raise Unsupported("this sidecar serves a directory store and keeps no cache", status=404)

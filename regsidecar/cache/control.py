@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from regsidecar.cache.store import BlobCache
 from regsidecar.config import Settings
-from regsidecar.datadir import held
+from regsidecar.datadir import held, read_control_token
 
 Report = dict[str, Any]
 
@@ -109,12 +109,15 @@ class SidecarCache:
 
     where = "sidecar"
 
-    def __init__(self, base_url: str, *, timeout_s: float = 600.0) -> None:
+    def __init__(
+        self, base_url: str, *, token: str | None = None, timeout_s: float = 600.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _call(self, method: str, path: str) -> Report:
-        req = urllib.request.Request(self.base_url + path, method=method)
+        req = urllib.request.Request(self.base_url + path, method=method, headers=self.headers)
         try:
             with _OPENER.open(req, timeout=self._timeout_s) as resp:
                 report: Report = json.load(resp)
@@ -164,9 +167,10 @@ def open_control(settings: Settings, *, probe_timeout_s: float = 2.0) -> CacheCo
     The directory only when no sidecar holds it (its lock): a sidecar that did not answer
     (busy, or its ops endpoints on another ops_listen) still trusts its index, and files
     removed under it would be answered as cached. CacheControlError then."""
-    sidecar = SidecarCache(ops_url(settings))
+    sidecar = SidecarCache(ops_url(settings), token=read_control_token(settings.data_dir))
+    probe = urllib.request.Request(sidecar.base_url + "/-/cache/stats", headers=sidecar.headers)
     try:
-        with _OPENER.open(sidecar.base_url + "/-/cache/stats", timeout=probe_timeout_s) as resp:
+        with _OPENER.open(probe, timeout=probe_timeout_s) as resp:
             resp.read()
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

@@ -135,6 +135,12 @@ class WritableDriver(Driver, Protocol):
         """Create or replace the small object at ``key`` (links, manifests, audit records)."""
         ...
 
+    async def write_new(self, key: str, data: bytes) -> None:
+        """Create the small object at ``key`` only if there is none, atomically against every
+        other writer (S3: ``If-None-Match: *``; a directory: a hard link, which fails if the
+        name exists); AlreadyExists if there is one."""
+        ...
+
     async def write_file(self, key: str, path: str) -> None:
         """Create or replace ``key`` with the content of the local file ``path`` (a blob);
         large files go up in parts (S3 multipart upload), never whole in memory."""

@@ -27,7 +27,7 @@ import stat
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
-from regsidecar.errors import NotFound, StorageError
+from regsidecar.errors import AlreadyExists, NotFound, StorageError
 from regsidecar.storage.base import CHUNK, ObjectInfo, fsync_dir, source_size
 
 T = TypeVar("T")
@@ -107,12 +107,12 @@ class FilesystemDriver:
 
     async def list_children(self, prefix: str) -> list[str]:
         """Subdirectories of ``prefix``; a symlink is none (no walk leaves the store or
-        loops)."""
+        loops). In a worker thread: a catalog walk of a large tree never holds the loop."""
         try:
-            with os.scandir(self._path(prefix)) as it:
-                return sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
-        except (FileNotFoundError, NotADirectoryError, NotFound):
+            path = self._path(prefix)
+        except NotFound:
             return []
+        return await _in_thread(prefix, _children, path)
 
     def local_path(self, key: str) -> str | None:
         """The file holding ``key``, resolved and inside the root; NotFound when it is not
@@ -135,6 +135,13 @@ class FilesystemDriver:
 
     async def write(self, key: str, data: bytes) -> None:
         await _in_thread(key, _replace, self._inside(key), _bytes(data))
+
+    async def write_new(self, key: str, data: bytes) -> None:
+        path = self._inside(key)
+        try:
+            await _in_thread(key, _create, path, _bytes(data))
+        except FileExistsError as exc:
+            raise AlreadyExists(key) from exc
 
     async def write_file(self, key: str, path: str) -> None:
         """Store the content of ``path`` at ``key``, leaving ``path`` in place. On the same
@@ -170,6 +177,14 @@ async def _in_thread(key: str, fn: Callable[..., T], *args: object) -> T:
 # -- the blocking steps, run in a worker thread ---------------------------------------------
 
 
+def _children(path: str) -> list[str]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def _replace(path: str, fill: Callable[[str], None]) -> None:
     """Create or replace ``path`` atomically: ``fill(tmp)`` makes a durable file beside it,
     which is renamed over ``path``; then the directory entry is made durable too."""
@@ -191,6 +206,21 @@ def _replace(path: str, fill: Callable[[str], None]) -> None:
             raise
         fsync_dir(directory)
         return
+
+
+def _create(path: str, fill: Callable[[str], None]) -> None:
+    """Create ``path`` only if it does not exist: ``fill(tmp)`` makes a durable file beside
+    it, which is hard-linked to ``path`` (FileExistsError if another writer got there first:
+    the kernel decides, whichever process asks) and then dropped."""
+    directory, name = os.path.split(path)
+    _makedirs(directory)
+    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}{_TMP_SUFFIX}")
+    try:
+        fill(tmp)
+        os.link(tmp, path)
+    finally:
+        _unlink_quietly(tmp)
+    fsync_dir(directory)
 
 
 def _bytes(data: bytes) -> Callable[[str], None]:

@@ -64,22 +64,33 @@ class RegistryReader:
     def blob_key(digest: Digest) -> str:
         return layout.blob_data(digest)
 
-    async def repositories(self) -> list[str]:
+    async def repositories(self, *, most: int = 100_000, concurrency: int = 8) -> list[str]:
         """Every repository name, sorted, found as distribution's catalog finds them: a
         directory holding ``_layers`` or ``_manifests``; ``_``-directories are not descended
         into, and a repository may hold others (``team`` and ``team/app``). One listing per
-        directory, a level at a time."""
+        directory, a level at a time, at most ``concurrency`` at once; a store with more
+        than ``most`` directories to list is a StorageError (bounded time and memory)."""
         found: list[str] = []
         level = [""]
+        gate = asyncio.Semaphore(concurrency)
+        listed = 0
+
+        async def children(path: str) -> list[str]:
+            async with gate:
+                return await self.driver.list_children(_join(layout.repositories_dir(), path))
+
         while level:
-            listings = await asyncio.gather(
-                *(self.driver.list_children(_join(layout.repositories_dir(), p)) for p in level)
-            )
+            listed += len(level)
+            if listed > most:
+                raise StorageError(
+                    layout.repositories_dir(), f"more than {most} directories to list"
+                )
+            listings = await asyncio.gather(*(children(p) for p in level))
             nxt = []
-            for parent, children in zip(level, listings, strict=True):
-                if parent and ("_layers" in children or "_manifests" in children):
+            for parent, names in zip(level, listings, strict=True):
+                if parent and ("_layers" in names or "_manifests" in names):
                     found.append(parent)
-                nxt += [_join(parent, c) for c in children if not c.startswith("_")]
+                nxt += [_join(parent, c) for c in names if not c.startswith("_")]
             level = nxt
         return sorted(found)
 

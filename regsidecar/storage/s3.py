@@ -41,7 +41,7 @@ from yarl import URL
 from regsidecar.clock.signer import ClockedS3Signer
 from regsidecar.clock.skew import SkewEstimator
 from regsidecar.config import Settings
-from regsidecar.errors import NotFound, StorageError, UpstreamUnavailable
+from regsidecar.errors import AlreadyExists, NotFound, StorageError, UpstreamUnavailable
 from regsidecar.oci.ranges import answers_range, range_header
 from regsidecar.retry import DeadlineExceeded, RetryPolicy, retrying
 from regsidecar.storage.base import (
@@ -319,6 +319,8 @@ class S3Driver:
                 raise NotFound(key, "range not satisfiable")
             if resp.status == 403:
                 raise AccessDenied(key, f"S3 403 {code or 'Forbidden'}")
+            if resp.status == 412 and "If-None-Match" in extra:
+                raise AlreadyExists(key, f"S3 412 {code}")
             if resp.status >= 500 or code in ("SlowDown", "RequestTimeout"):
                 raise UpstreamUnavailable(key, f"S3 {resp.status} {code}")
             raise StorageError(key, f"S3 {resp.status} {code}")
@@ -503,6 +505,11 @@ class S3Driver:
 
     async def write(self, key: str, data: bytes) -> None:
         await self._put(key, Body.of(data))
+
+    async def write_new(self, key: str, data: bytes) -> None:
+        body = Body.of(data)
+        call = partial(self._call, "PUT", self._object_url(key), key, {"If-None-Match": "*"}, body)
+        await writing(key, self._retry(call, key, sends=body.length))
 
     async def write_file(self, key: str, path: str) -> None:
         size = await source_size(key, path)

@@ -75,9 +75,15 @@ class RegistryWriter:
         await self.put_blob_bytes(digest, payload)
         await self.driver.write(layout.revision_link(name, digest), _link(digest))
 
-    async def tag(self, name: str, tag: str, digest: Digest) -> None:
+    async def tag(self, name: str, tag: str, digest: Digest, *, new: bool = False) -> None:
+        """Point ``name:tag`` at ``digest``; with ``new``, only if the tag has no current
+        link (AlreadyExists otherwise: another writer created it first)."""
         await self.driver.write(layout.tag_index_link(name, tag, digest), _link(digest))
-        await self.driver.write(layout.tag_current_link(name, tag), _link(digest))
+        current = layout.tag_current_link(name, tag)
+        if new:
+            await self.driver.write_new(current, _link(digest))
+        else:
+            await self.driver.write(current, _link(digest))
 
     async def current(self, name: str, tag: str) -> Digest | None:
         try:
