@@ -394,6 +394,10 @@ class PushSettings(_Model):
     part_bytes: ByteSize = 16 * 1024**2
     # Upload sessions untouched for this long are removed.
     upload_ttl_s: float = Field(86400.0, gt=0)
+    # Per writer identity: upload sessions open at once, and bytes staged in them together
+    # (beyond either: 429 TOOMANYREQUESTS).
+    max_open_uploads: int = Field(64, ge=1)
+    max_staged_bytes: ByteSize = 10 * 1024**3
 
     @field_validator("part_bytes")
     @classmethod

@@ -200,8 +200,8 @@ class Pusher:
             self.names.note_link("blob", name, digest)
 
     async def mount(self, name: str, digest: Digest, source: str | None) -> bool:
-        """Link a blob ``source`` (or, with None, any repository: its data exists) already
-        holds into ``name``; False when there is nothing to mount."""
+        """Link a blob ``source`` already holds (None: the store holds, for a caller who may
+        pull everything) into ``name``; False when there is nothing to mount."""
         if source is not None:
             ok = await self._store(self.reader.has_blob(source, digest))
         else:

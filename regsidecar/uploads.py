@@ -11,11 +11,17 @@ hash is rebuilt from ``data`` at the end, so a session survives a restart of the
 offset is the size of ``data``: a chunk that fails half-way leaves what arrived, and the client
 learns the offset from ``GET`` on the session and goes on from there, as the spec allows.
 Sessions untouched for ``ttl_s`` are removed.
+
+Each session belongs to the identity that opened it (``owner``). One identity holds at most
+``max_sessions`` open sessions and ``max_bytes`` staged in them together; beyond either, the
+request is refused 429 (``TOOMANYREQUESTS``): a writer credential, leaked or looping, cannot
+fill the disk or the session table, and other writers are not held back by it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,7 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from regsidecar.errors import BlobUploadUnknown, DigestInvalid, Unavailable
+from regsidecar.errors import BlobUploadUnknown, DigestInvalid, TooManyRequests, Unavailable
 from regsidecar.oci.reference import Digest
 
 log = logging.getLogger(__name__)
@@ -48,6 +54,7 @@ class Session:
     size: int = 0
     # sha256 of data[0:size] while this process saw every byte; None after a restart.
     hasher: Any = None
+    owner: str = ""  # the identity that opened it ("" anonymous)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -73,19 +80,52 @@ def _append(path: str, hasher: Any, data: bytes) -> None:
 class Uploads:
     """The sessions of one sidecar, under ``root``."""
 
-    def __init__(self, root: str, *, ttl_s: float, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        root: str,
+        *,
+        ttl_s: float,
+        max_sessions: int = 64,
+        max_bytes: int = 10 * 1024**3,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.root = root
         self.ttl_s = ttl_s
+        self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
         self._now = now
         self._sessions: dict[str, Session] = {}
         self._last_sweep = 0.0
+        self._loaded = False
 
-    async def start(self, name: str) -> Session:
+    def _owned(self, owner: str) -> list[Session]:
+        if not self._loaded:
+            # Sessions kept from before a restart count too.
+            self._loaded = True
+            with contextlib.suppress(OSError):
+                for sid in os.listdir(self.root):
+                    if SESSION_ID_RE.fullmatch(sid) and sid not in self._sessions:
+                        self._load(sid)
+        return [s for s in self._sessions.values() if s.owner == owner]
+
+    def staged(self, owner: str) -> tuple[int, int]:
+        """(open sessions, bytes staged) of ``owner``."""
+        owned = self._owned(owner)
+        return len(owned), sum(s.size for s in owned)
+
+    async def start(self, name: str, owner: str = "") -> Session:
         await self._maybe_sweep()
+        count, _ = self.staged(owner)
+        if count >= self.max_sessions:
+            raise TooManyRequests(
+                f"{owner or 'anonymous'} has {count} upload sessions open "
+                f"(push.max_open_uploads); finish or cancel some",
+                retry_after=60,
+            )
         sid = str(uuid.uuid4())
         directory = os.path.join(self.root, sid)
         started = self._now()
-        info = json.dumps({"name": name, "started": started}).encode()
+        info = json.dumps({"name": name, "started": started, "owner": owner}).encode()
 
         def create() -> None:
             os.makedirs(directory)
@@ -95,7 +135,7 @@ class Uploads:
                 f.write(info)
 
         await asyncio.to_thread(create)
-        session = Session(sid, name, directory, started, 0, hashlib.sha256())
+        session = Session(sid, name, directory, started, 0, hashlib.sha256(), owner=owner)
         self._sessions[sid] = session
         return session
 
@@ -115,7 +155,14 @@ class Uploads:
             with open(os.path.join(directory, "info.json"), "rb") as f:
                 info = json.load(f)
             size = os.stat(os.path.join(directory, "data")).st_size
-            session = Session(sid, str(info["name"]), directory, float(info["started"]), size)
+            session = Session(
+                sid,
+                str(info["name"]),
+                directory,
+                float(info["started"]),
+                size,
+                owner=str(info.get("owner", "")),
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
         self._sessions[sid] = session
@@ -138,6 +185,13 @@ class Uploads:
         return session.size
 
     async def _write(self, session: Session, data: bytes) -> None:
+        _, staged = self.staged(session.owner)
+        if staged + len(data) > self.max_bytes:
+            raise TooManyRequests(
+                f"{session.owner or 'anonymous'} has {staged} bytes staged in uploads "
+                f"(push.max_staged_bytes: {self.max_bytes}); finish or cancel some",
+                retry_after=60,
+            )
         try:
             await asyncio.to_thread(_append, session.data, session.hasher, data)
         except OSError as exc:

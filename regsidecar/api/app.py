@@ -76,7 +76,12 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     assert isinstance(registry.driver, WritableDriver), "both stores can be written"
     app[PUSHER] = Pusher(registry.driver, settings, names=registry.names)
-    app[UPLOADS] = Uploads(settings.uploads_dir, ttl_s=settings.push.upload_ttl_s)
+    app[UPLOADS] = Uploads(
+        settings.uploads_dir,
+        ttl_s=settings.push.upload_ttl_s,
+        max_sessions=settings.push.max_open_uploads,
+        max_bytes=settings.push.max_staged_bytes,
+    )
     loop = asyncio.get_running_loop()
     background = [loop.create_task(_save_state_every(registry, STATE_SAVE_S))]
     if registry.peers is not None:

@@ -148,20 +148,29 @@ async def _start(
     request: web.Request, name: str, pusher: Pusher, uploads: Uploads, identity: Identity
 ) -> web.StreamResponse:
     mount = request.query.get("mount")
-    if mount is not None:
+    source = request.query.get("from")
+    owner = identity.name or ""
+    if mount is not None and source is not None:
         digest = parse_digest(mount)
-        source = request.query.get("from")
-        allowed = True
-        if source is not None:
-            source = parse_name(source)
-            auth = request.app[AUTH]
-            allowed = auth is None or auth.allows(identity, source, "pull")
+        source = parse_name(source)
+        auth = request.app[AUTH]
+        allowed = auth is None or auth.allows(identity, source, "pull")
         if allowed and await pusher.mount(name, digest, source):
             return _created_blob(request, name, digest)
         # Nothing to mount (or not readable by this client): an ordinary upload instead.
+    elif mount is not None:
+        # No "from" (automatic content discovery): only for a caller who may pull every
+        # repository anyway. A token scoped to one repository would otherwise get any blob
+        # of any repository by its digest; it gets an ordinary upload instead (202).
+        digest = parse_digest(mount)
+        auth = request.app[AUTH]
+        if (auth is None or auth.may_pull_everything(identity)) and await pusher.mount(
+            name, digest, None
+        ):
+            return _created_blob(request, name, digest)
     elif "digest" in request.query:
         digest = _digest_param(request)
-        session = await uploads.start(name)
+        session = await uploads.start(name, owner)
         try:
             async with session.lock:
                 await _append_chunk(request, uploads, session)
@@ -171,7 +180,7 @@ async def _start(
         finally:
             await uploads.discard(session)
         return _created_blob(request, name, digest)
-    session = await uploads.start(name)
+    session = await uploads.start(name, owner)
     return web.Response(status=202, headers=_upload_headers(name, session))
 
 

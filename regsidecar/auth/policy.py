@@ -265,6 +265,13 @@ class Authenticator:
             return repository is not None and (repository, action) in identity.grants
         return True
 
+    def may_pull_everything(self, identity: Identity) -> bool:
+        """Whether ``identity`` may pull every repository: anonymous pulls on, or a user or
+        static token (a token issued for a scope holds only that scope)."""
+        if self.settings.anonymous_pull:
+            return True
+        return identity.name is not None and identity.grants is None
+
     def may_write_somewhere(self, identity: Identity) -> bool:
         """Whether ``identity`` could push to any repository at all: a writer, or a token
         that grants push somewhere (what a caller must be before its request body is read)."""

@@ -137,11 +137,8 @@ class FilesystemDriver:
         await _in_thread(key, _replace, self._inside(key), _bytes(data))
 
     async def write_new(self, key: str, data: bytes) -> None:
-        path = self._inside(key)
-        try:
-            await _in_thread(key, _create, path, _bytes(data))
-        except FileExistsError as exc:
-            raise AlreadyExists(key) from exc
+        if not await _in_thread(key, _create, self._inside(key), _bytes(data)):
+            raise AlreadyExists(key)
 
     async def write_file(self, key: str, path: str) -> None:
         """Store the content of ``path`` at ``key``, leaving ``path`` in place. On the same
@@ -208,19 +205,22 @@ def _replace(path: str, fill: Callable[[str], None]) -> None:
         return
 
 
-def _create(path: str, fill: Callable[[str], None]) -> None:
+def _create(path: str, fill: Callable[[str], None]) -> bool:
     """Create ``path`` only if it does not exist: ``fill(tmp)`` makes a durable file beside
-    it, which is hard-linked to ``path`` (FileExistsError if another writer got there first:
-    the kernel decides, whichever process asks) and then dropped."""
+    it, which is hard-linked to ``path`` and then dropped. False if another writer got there
+    first (the kernel decides, whichever process asks)."""
     directory, name = os.path.split(path)
     _makedirs(directory)
     tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}{_TMP_SUFFIX}")
     try:
         fill(tmp)
         os.link(tmp, path)
+    except FileExistsError:
+        return False
     finally:
         _unlink_quietly(tmp)
     fsync_dir(directory)
+    return True
 
 
 def _bytes(data: bytes) -> Callable[[str], None]:
