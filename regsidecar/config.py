@@ -70,6 +70,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from regsidecar.errors import ConfigError
@@ -384,6 +385,62 @@ def _parse_rules(value: Any) -> Any:
     return out
 
 
+class SignedIdentitySettings(_Model):
+    """containers-policy.json's ``signedIdentity``: which image name a signature must claim."""
+
+    type: Literal[
+        "matchRepoDigestOrExact",
+        "matchExact",
+        "matchRepository",
+        "exactReference",
+        "exactRepository",
+        "remapIdentity",
+    ] = "matchRepoDigestOrExact"
+    reference: str = ""
+    repository: str = ""
+    prefix: str = ""
+    signed_prefix: str = ""
+
+
+class PolicyRuleSettings(_Model):
+    """Repositories matching ``repositories`` (a glob) are served as ``rule`` says: accept,
+    reject, or signed-by (a signature by one of ``keys``, PEM public key files)."""
+
+    repositories: str
+    rule: Literal["accept", "reject", "signed-by"]
+    keys: list[str] = []
+    signed_identity: SignedIdentitySettings = SignedIdentitySettings()
+
+    @model_validator(mode="after")
+    def _keys(self) -> PolicyRuleSettings:
+        if self.rule == "signed-by" and not self.keys:
+            raise ValueError(f"{self.repositories}: signed-by needs at least one key file")
+        return self
+
+
+def _parse_policy(value: Any) -> Any:
+    """``REGSIDECAR_POLICY_RULES=prod/*=signed-by:/k/ci.pub+/k/ci2.pub,*=accept`` -> rules."""
+    if not isinstance(value, str):
+        return value
+    out = []
+    for item in filter(None, (v.strip() for v in value.split(","))):
+        repositories, _, spec = item.rpartition("=")
+        rule, _, keys = spec.partition(":")
+        out.append(
+            {"repositories": repositories, "rule": rule, "keys": [k for k in keys.split("+") if k]}
+        )
+    return out
+
+
+class PolicySettings(_Model):
+    """Which manifests this host serves (regsidecar/signing). No rules: everything (today's
+    behaviour). ``registry``: the host[:port] clients pull by, the image names signatures are
+    checked against ("" = localhost and the pull listener's port)."""
+
+    registry: str = ""
+    rules: Annotated[list[PolicyRuleSettings], BeforeValidator(_parse_policy)] = []
+
+
 class PushSettings(_Model):
     """Writing the store (needs ``auth``)."""
 
@@ -433,6 +490,7 @@ class Settings(_Model):
     log: LogSettings = LogSettings()
     auth: AuthSettings = AuthSettings()
     push: PushSettings = PushSettings()
+    policy: PolicySettings = PolicySettings()
     # Where other sidecars fetch blobs by digest (HOST:PORT, e.g. 0.0.0.0:5001); "" = off.
     peer_listen: str = ""
     peers: PeerSettings = PeerSettings()

@@ -122,7 +122,15 @@ class Metrics:
         self.stale_serves = Counter(
             "regsidecar_stale_serves",
             "Answers given from last known state because every upstream failed",
-            ["kind"],  # tag | link | tags (a tag list)
+            ["kind"],  # tag | link | tags (a tag list) | catalog | policy (a verdict)
+            registry=self.registry,
+        )
+        self.policy_verdicts = Counter(
+            "regsidecar_policy_verdicts",
+            "Signature policy verdicts on manifests served, by outcome: accepted, refused, "
+            "no-rule (no rule for the repository), signature-artifact (a signature itself); "
+            "cached verdicts are not counted again",
+            ["outcome"],
             registry=self.registry,
         )
         self.cache_corrupt = Counter(

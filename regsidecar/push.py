@@ -291,6 +291,19 @@ class Pusher:
         except StorageError as exc:
             raise Unavailable.from_storage(exc) from exc
 
+    async def _copy_signatures(self, name: str, repo: str, digest: Digest) -> None:
+        """The image's signature companion (tag ``sha256-<hex>.sig``, as cosign and
+        containers/image write it), if ``name`` has one, goes with it into ``repo``: a
+        signature policy there finds it where it looks."""
+        tag = f"{digest.algorithm}-{digest.hex}.sig"
+        sig = await self._current(name, tag)
+        if sig is None:
+            return
+        await self._link_image(name, repo, sig)
+        await self._store(self.writer.tag(repo, tag, sig))
+        if self.names is not None:
+            self.names.note_tag(repo, tag, sig)
+
     async def _current(self, name: str, tag: str) -> Digest | None:
         return await self._store(self.writer.current(name, tag))
 
@@ -399,6 +412,7 @@ class Pusher:
             check_tag_move(tag_rule(self.rules, repo, tag), tag, current, digest, promotion=True)
         for repo in dict.fromkeys(r for r, _ in targets if r != name):
             await self._link_image(name, repo, digest)
+            await self._copy_signatures(name, repo, digest)
         moves = []
         for (repo, tag), current in zip(targets, currents, strict=True):
             await self._write_tag(repo, tag, digest, current)

@@ -57,10 +57,12 @@ from regsidecar.pull.download import Download
 from regsidecar.pull.downloads import Downloads
 from regsidecar.pull.sources import BlobInfo, Chooser, RegistrySource, StoreSource
 from regsidecar.pull.window import ConnectionWindow
+from regsidecar.signing.enforce import Enforcer
 from regsidecar.storage.base import Driver
 from regsidecar.storage.filesystem import FilesystemDriver
 from regsidecar.storage.registry import RegistryReader
 from regsidecar.storage.s3 import S3Driver
+from regsidecar.storage.writer import RegistryWriter
 from regsidecar.upstream import CircuitBreaker, Fallbacks, UpstreamConfig
 
 log = logging.getLogger(__name__)
@@ -180,6 +182,8 @@ class Registry:
         self.names = Names(
             self.reader, self.chooser, settings, self.metrics, state_path=state, now=now
         )
+        # The signature policy (None: every manifest is served, as before).
+        self.enforcer = Enforcer.from_settings(settings, self, self.metrics)
         # Cached blobs whose bytes were hashed since start (each is checked once per run).
         self._verified: LRUCache[Digest, bool] = LRUCache(1 << 20)
         self._verify_flights: SingleFlight[Digest, bool | None] = SingleFlight()
@@ -298,6 +302,8 @@ class Registry:
         if not await self.names.linked("manifest", name, digest):
             raise ManifestUnknown(f"unknown manifest {name}@{digest}")
         manifest = await self._load_manifest(name, digest)
+        if self.enforcer is not None:
+            await self.enforcer.require(name, digest, tag=ref.tag, payload=manifest.payload)
         choice = mediatypes.negotiate(manifest.info, accepts, by_tag=ref.tag is not None)
         if choice.substitute is None:
             return manifest
@@ -309,7 +315,38 @@ class Registry:
             raise ManifestUnknown(f"unknown manifest {name}@{sub_digest}")
         sub = await self._load_manifest(name, sub_digest)
         mediatypes.check_substitute(sub.info, accepts)
+        if self.enforcer is not None:
+            await self.enforcer.require(name, sub_digest, tag=ref.tag, payload=sub.payload)
         return sub
+
+    # -- what the signature policy reads (regsidecar.signing.enforce.SignatureStore) ----------
+
+    async def tag_digest(self, name: str, tag: str) -> Digest | None:
+        try:
+            return await self.names.resolve(name, tag)
+        except ManifestUnknown:
+            return None
+
+    async def manifest_bytes(self, name: str, digest: Digest) -> bytes:
+        if not await self.names.linked("manifest", name, digest):
+            raise NotFound(str(digest), f"not a manifest of {name}")
+        return (await self._load_manifest(name, digest)).payload
+
+    async def blob_bytes(self, digest: Digest, max_bytes: int) -> bytes:
+        return await self.driver.get(self.reader.blob_key(digest), max_bytes=max_bytes)
+
+    async def referrer_digests(self, name: str, subject: Digest) -> list[Digest]:
+        list_keys = getattr(self.driver, "list_keys", None)
+        if list_keys is None:
+            return []
+        found = await RegistryWriter(self.driver).referrers(name, subject)  # type: ignore[arg-type]
+        out = []
+        for d in found:
+            try:
+                out.append(parse_digest(str(d.get("digest", ""))))
+            except DigestInvalid:
+                continue
+        return out
 
     async def _load_manifest(self, name: str, digest: Digest) -> Manifest:
         m = self._manifests.get(digest)

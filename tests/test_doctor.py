@@ -33,7 +33,7 @@ from tests.sidecar import FakeTime, Sidecar
 
 pytestmark = [pytest.mark.rig, pytest.mark.timeout(180)]
 
-NAMES = ["config", "auth", "store", "clock", "cache", "sidecar", "docker"]
+NAMES = ["config", "auth", "policy", "store", "clock", "cache", "sidecar", "docker"]
 DOCKER_NAMES = ["docker", "docker-data-root", "docker-log-driver", "docker-registry"]
 MOTO_CREDS = {"AWS_ACCESS_KEY_ID": "rigtestaccesskey", "AWS_SECRET_ACCESS_KEY": "rigtestsecretkey"}
 S3RVER_CREDS = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}

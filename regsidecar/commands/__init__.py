@@ -16,7 +16,17 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 # Order of the commands in ``regsidecar --help``.
-NAMES = ("serve", "warm", "promote", "cache", "doctor", "prune", "install", "bench")
+NAMES = (
+    "serve",
+    "warm",
+    "promote",
+    "verify",
+    "cache",
+    "doctor",
+    "prune",
+    "install",
+    "bench",
+)
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]

@@ -19,9 +19,10 @@ import sys
 from regsidecar.cli import add_settings_flags
 from regsidecar.commands import SubParsers
 from regsidecar.config import Settings
-from regsidecar.errors import OCIError
+from regsidecar.errors import ConfigError, ManifestUnknown, NotFound, OCIError
 from regsidecar.oci.reference import Digest
 from regsidecar.push import Pusher, TagMove, parse_promotion
+from regsidecar.service import Registry
 from regsidecar.storage.filesystem import FilesystemDriver
 from regsidecar.storage.s3 import S3Driver
 
@@ -74,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         moves = asyncio.run(_promote(args.settings, name, digest, targets, args.by or _who()))
+    except ConfigError as exc:
+        print(f"regsidecar promote: {exc}", file=sys.stderr)
+        return 2
     except OCIError as exc:
         print(f"regsidecar promote: {exc.code}: {exc.message}", file=sys.stderr)
         return 3 if exc.status >= 500 else 1
@@ -95,6 +99,18 @@ async def _promote(
     else:
         driver = FilesystemDriver(settings.filesystem_root)
     try:
+        if settings.policy.rules:
+            # Each target tag's policy must accept the image (signatures from the source).
+            registry = Registry(driver, None, settings)
+            assert registry.enforcer is not None
+            try:
+                payload = await registry.manifest_bytes(name, digest)
+            except NotFound as exc:
+                raise ManifestUnknown(f"unknown manifest {name}@{digest}") from exc
+            for repo, tag in targets:
+                await registry.enforcer.require(
+                    repo, digest, tag=tag, payload=payload, signatures_in=name
+                )
         return await Pusher(driver, settings).promote(name, digest, targets, by=by)
     finally:
         await driver.close()

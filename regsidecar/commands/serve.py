@@ -8,6 +8,7 @@ import logging
 
 from regsidecar.cli import add_settings_flags, config_error
 from regsidecar.commands import SubParsers
+from regsidecar.errors import ConfigError
 
 log = logging.getLogger("regsidecar")
 
@@ -47,6 +48,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(serve(args.settings))
+    except ConfigError as exc:  # found while opening (a policy key file, an auth file)
+        return config_error(str(exc))
     except DataDirBusy as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1

@@ -41,12 +41,14 @@ from regsidecar.doctor.verdicts import (
     Check,
     ErrorKind,
     PeerProbe,
+    PolicyProbe,
     SidecarProbe,
     StoreProbe,
     cache_verdict,
 )
 from regsidecar.errors import ConfigError, NotFound, StorageError, UpstreamUnavailable
 from regsidecar.retry import RetryPolicy
+from regsidecar.signing.payload import load_public_key
 from regsidecar.storage import layout
 from regsidecar.storage.base import Driver
 from regsidecar.storage.filesystem import FilesystemDriver
@@ -369,4 +371,22 @@ async def probe_peers(settings: Settings) -> PeerProbe:
         provider_errors=dict(members.errors),
         answers={m.url: a for m, a in zip(others, answers, strict=True)},
         asked=len(others),
+    )
+
+
+def probe_policy(settings: Settings) -> PolicyProbe:
+    """Load every key file the policy names (nothing else: verdicts need the store)."""
+    rules = settings.policy.rules
+    paths = list(dict.fromkeys(k for r in rules for k in r.keys))
+    errors = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                load_public_key(f.read())
+        except OSError as exc:
+            errors.append((path, exc.strerror or str(exc)))
+        except ValueError as exc:
+            errors.append((path, str(exc)[:200]))
+    return PolicyProbe(
+        len(rules), sum(r.rule == "signed-by" for r in rules), len(paths), tuple(errors)
     )

@@ -21,6 +21,7 @@ from regsidecar.doctor.probes import (
     probe_cache,
     probe_docker,
     probe_peers,
+    probe_policy,
     probe_sidecar,
     probe_store,
 )
@@ -32,6 +33,7 @@ from regsidecar.doctor.verdicts import (
     clock_verdict,
     config_verdict,
     peers_verdict,
+    policy_verdict,
     sidecar_verdict,
     store_verdict,
 )
@@ -120,7 +122,11 @@ async def run_checks(
         peers(),
         docker(),
     )
-    checks = [config_verdict(settings), auth_verdict(await asyncio.to_thread(probe_auth, settings))]
+    checks = [
+        config_verdict(settings),
+        auth_verdict(await asyncio.to_thread(probe_auth, settings)),
+        policy_verdict(await asyncio.to_thread(probe_policy, settings)),
+    ]
     for group in groups:
         checks.extend(group)
     return checks

@@ -399,3 +399,36 @@ def peers_verdict(p: PeerProbe) -> Check:
     if problems:
         return Check("peers", "warn", f"{detail}; " + "; ".join(problems), "; ".join(fixes))
     return Check("peers", "pass", detail)
+
+
+# -- signature policy -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyProbe:
+    """The policy's rules and whether each key file loads (``errors``: file -> why not)."""
+
+    rules: int
+    signed_by: int  # rules that need signatures
+    keys: int
+    errors: tuple[tuple[str, str], ...] = ()
+
+
+def policy_verdict(p: PolicyProbe) -> Check:
+    if p.rules == 0:
+        return Check("policy", "pass", "no rules: every manifest in the store is served")
+    if p.errors:
+        bad = "; ".join(f"{path}: {why}" for path, why in p.errors)
+        return Check(
+            "policy",
+            "fail",
+            f"{len(p.errors)} of {p.keys} key files cannot be used: {bad}",
+            "give each signed-by rule PEM public keys (ECDSA P-256 or Ed25519, as cosign.pub); "
+            "the sidecar will not start until then",
+        )
+    return Check(
+        "policy",
+        "pass",
+        f"{p.rules} rules ({p.signed_by} signed-by), {p.keys} keys load; "
+        "regsidecar verify IMAGE says why an image is served or refused",
+    )

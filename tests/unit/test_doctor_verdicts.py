@@ -392,3 +392,38 @@ def test_probe_auth_reads_the_files_as_serve_does(tmp_path: Path) -> None:
     assert bad.error is not None and "auth.htpasswd" in bad.error
     assert hashed not in bad.error
     assert auth_verdict(bad).status == "fail"
+
+
+def test_the_policy_row_loads_every_key_and_names_the_ones_that_do_not(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from regsidecar.doctor.probes import probe_policy
+    from regsidecar.doctor.verdicts import policy_verdict
+
+    good = tmp_path / "ci.pub"
+    good.write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    p384 = tmp_path / "p384.pub"
+    p384.write_bytes(
+        ec.generate_private_key(ec.SECP384R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    none = load_settings(None, env={})
+    assert policy_verdict(probe_policy(none)).status == "pass"
+    ok = load_settings(None, env={"REGSIDECAR_POLICY_RULES": f"prod/*=signed-by:{good},*=accept"})
+    check = policy_verdict(probe_policy(ok))
+    assert (check.status, check.detail.split(";")[0]) == (
+        "pass",
+        "2 rules (1 signed-by), 1 keys load",
+    )
+    rules = f"prod/*=signed-by:{good}+{p384}+{tmp_path / 'missing.pub'}"
+    bad = policy_verdict(probe_policy(load_settings(None, env={"REGSIDECAR_POLICY_RULES": rules})))
+    assert bad.status == "fail"
+    assert (
+        "2 of 3 key files" in bad.detail and "P-256" in bad.detail and "missing.pub" in bad.detail
+    )
