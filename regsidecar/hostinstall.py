@@ -34,6 +34,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -192,16 +193,71 @@ def _read(path: Path) -> bytes | None:
 def install(kind: Kind, root: Path, exec_path: str, force: bool = False) -> list[Result]:
     """Write ``kind``'s files under ``root``; one :class:`Result` per file, in order."""
     rendered = render(kind, exec_path)
+    return install_files(root, [(f.dest, rendered[f.dest], f.mode) for f in FILES[kind]], force)
+
+
+# -- containerd ---------------------------------------------------------------------------------
+
+CONTAINERD_HOSTS_DIR = "etc/containerd/certs.d"
+# The registry containerd asks for docker.io images.
+_DOCKER_HUB = "registry-1.docker.io"
+_REGISTRY_NAME = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
+
+
+def containerd_hosts(sidecar: str, mirrors: Sequence[str] = ()) -> dict[str, bytes]:
+    """``certs.d/<host>/hosts.toml`` files (destination relative to the root -> content): one
+    for the sidecar's own name (``sidecar``, e.g. ``localhost:5000``: plain HTTP), and one per
+    registry of ``mirrors`` that containerd then asks through the sidecar first, and the
+    registry itself (its ``server``) only if the sidecar fails."""
+    for name in (sidecar, *mirrors):
+        if not _REGISTRY_NAME.fullmatch(name):
+            raise ValueError(f"not a registry host[:port]: {name!r}")
+    url = f"http://{sidecar}"
+    out = {
+        f"{CONTAINERD_HOSTS_DIR}/{sidecar}/hosts.toml": (
+            "# Written by regsidecar install --containerd: this host's sidecar, plain HTTP on\n"
+            "# loopback (ctr needs no --plain-http with --hosts-dir).\n"
+            f'server = "{url}"\n\n'
+            f'[host."{url}"]\n'
+            '  capabilities = ["pull", "resolve"]\n'
+        ).encode()
+    }
+    for name in mirrors:
+        upstream = _DOCKER_HUB if name == "docker.io" else name
+        out[f"{CONTAINERD_HOSTS_DIR}/{name}/hosts.toml"] = (
+            f"# Written by regsidecar install --containerd --mirror {name}: pulls of {name}\n"
+            f"# go through this host's sidecar first; {upstream} itself only if it fails.\n"
+            f'server = "https://{upstream}"\n\n'
+            f'[host."{url}"]\n'
+            '  capabilities = ["pull", "resolve"]\n'
+        ).encode()
+    return out
+
+
+def containerd_next_steps(root: Path) -> tuple[str, ...]:
+    hosts = "/" + CONTAINERD_HOSTS_DIR
+    return (
+        f"containerd's CRI (kubelet) reads {hosts} when /etc/containerd/config.toml has "
+        f'[plugins."io.containerd.grpc.v1.cri".registry] config_path = "{hosts}" '
+        "(then systemctl restart containerd); this command never edits config.toml",
+        f"ctr: ctr images pull --hosts-dir {hosts} IMAGE",
+        "regsidecar doctor checks the containerd socket, the hosts dir and the mirror",
+    )
+
+
+def install_files(
+    root: Path, files: Sequence[tuple[str, bytes, int]], force: bool = False
+) -> list[Result]:
+    """Write each (destination relative to ``root``, content, mode) as :func:`decide` says."""
     results = []
-    for f in FILES[kind]:
-        path = root / f.dest
-        new = rendered[f.dest]
+    for dest, new, file_mode in files:
+        path = root / dest
         try:
             existing = _read(path)
             action = decide(existing, new, force)
             detail = ""
             if action == "written":
-                write_atomic(path, new, f.mode)
+                write_atomic(path, new, file_mode)
             elif action == "replaced":
                 assert existing is not None
                 mode = path.stat().st_mode & 0o7777

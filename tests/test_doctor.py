@@ -33,7 +33,7 @@ from tests.sidecar import FakeTime, Sidecar
 
 pytestmark = [pytest.mark.rig, pytest.mark.timeout(180)]
 
-NAMES = ["config", "auth", "policy", "store", "clock", "cache", "sidecar", "docker"]
+NAMES = ["config", "auth", "policy", "store", "clock", "cache", "sidecar", "docker", "containerd"]
 DOCKER_NAMES = ["docker", "docker-data-root", "docker-log-driver", "docker-registry"]
 MOTO_CREDS = {"AWS_ACCESS_KEY_ID": "rigtestaccesskey", "AWS_SECRET_ACCESS_KEY": "rigtestsecretkey"}
 S3RVER_CREDS = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
@@ -70,6 +70,8 @@ def doctor(
     """``python -m regsidecar doctor [--json] ARGS`` with no ambient REGSIDECAR_*/DOCKER_*."""
     cli = ["doctor", *(["--json"] if json_out else []), "--data-dir", str(tmp_path / "data")]
     cli += ["--cache-max-bytes", "1GiB", *args]
+    if "--containerd-socket" not in args:  # whatever containerd this machine runs is not ours
+        cli += ["--containerd-socket", str(tmp_path / "no-containerd.sock")]
     extra = {"AWS_EC2_METADATA_DISABLED": "true", **MOTO_CREDS, **(env or {})}
     unset = [v for v in os.environ if v.startswith(("REGSIDECAR_", "DOCKER_"))]
     unset += ["AWS_PROFILE"]
@@ -269,7 +271,7 @@ def test_a_healthy_setup_passes_every_check(
     r = doctor(args, tmp_path)
     t = doctor(args, tmp_path, json_out=False)
     assert r.rc == 0, r.stdout + r.stderr
-    names = [*NAMES[:-1], *DOCKER_NAMES]
+    names = [*NAMES[:-2], *DOCKER_NAMES, "containerd"]
     assert list(r.rows) == names
     assert {n: r.status(n) for n in names} == dict.fromkeys(names, "pass")
     assert r.doc["worst"] == "pass"

@@ -71,6 +71,18 @@ def register(sub: SubParsers) -> None:
         help="the daemon's config file, read for log-opts max-size (default %(default)s)",
     )
     p.add_argument("--skip-docker", action="store_true", help="do not check a docker daemon")
+    p.add_argument(
+        "--containerd-socket",
+        metavar="PATH",
+        default="/run/containerd/containerd.sock",
+        help="containerd's socket (default %(default)s; absent: no containerd row to fix)",
+    )
+    p.add_argument(
+        "--containerd-hosts-dir",
+        metavar="DIR",
+        default="/etc/containerd/certs.d",
+        help="containerd's registry hosts directory (default %(default)s)",
+    )
     # Settings are loaded in run(): an invalid config is a failed row here, not an early exit.
     p.set_defaults(run=run, needs_settings=False)
 
@@ -91,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
                 docker_host=args.docker_host,
                 daemon_json=args.daemon_json,
                 skip_docker=args.skip_docker,
+                containerd_socket=args.containerd_socket,
+                containerd_hosts_dir=args.containerd_hosts_dir,
             )
         )
     print(render_json(checks) if args.json else render_table(checks))

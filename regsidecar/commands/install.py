@@ -15,7 +15,13 @@ Write the files that run regsidecar on this host, under DIR (default /):
   --systemd  etc/systemd/system/regsidecar.service, regsidecar-prune.service and
              regsidecar-prune.timer
   --upstart  etc/init/regsidecar.conf and etc/cron.d/regsidecar-prune
-  both       etc/regsidecar/config.yml (every setting, commented, with its default),
+  --containerd
+             etc/containerd/certs.d/<sidecar>/hosts.toml (localhost:5000, or --sidecar) and,
+             for each --mirror REGISTRY, etc/containerd/certs.d/REGISTRY/hosts.toml, so
+             containerd (ctr --hosts-dir, or the CRI with config_path) pulls through the
+             sidecar, and from REGISTRY itself only when the sidecar fails
+  --systemd and --upstart also write
+             etc/regsidecar/config.yml (every setting, commented, with its default),
              etc/default/regsidecar (commented REGSIDECAR_* and AWS_* examples) and
              etc/regsidecar/docker-daemon.json (a snippet to merge into
              /etc/docker/daemon.json, which is never touched)
@@ -50,6 +56,27 @@ def register(sub: SubParsers) -> None:
         const="upstart",
         help="an upstart job and a daily prune cron file",
     )
+    kind.add_argument(
+        "--containerd",
+        dest="kind",
+        action="store_const",
+        const="containerd",
+        help="containerd hosts.toml files: the sidecar's own name, and mirrors (--mirror)",
+    )
+    p.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="REGISTRY",
+        help="with --containerd: pull REGISTRY (e.g. docker.io, registry.ci:5000) through the "
+        "sidecar; repeatable",
+    )
+    p.add_argument(
+        "--sidecar",
+        default="localhost:5000",
+        metavar="HOST:PORT",
+        help="with --containerd: where the sidecar listens (default localhost:5000)",
+    )
     p.add_argument(
         "--root",
         metavar="DIR",
@@ -79,6 +106,10 @@ def _fail(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from regsidecar import hostinstall
 
+    if args.kind == "containerd":
+        return _containerd(args)
+    if args.mirror:
+        return _fail("--mirror goes with --containerd")
     exec_path = args.exec_path or hostinstall.default_exec()
     if exec_path is None:
         return _fail("cannot tell where the regsidecar executable is; pass --exec PATH")
@@ -103,6 +134,35 @@ def run(args: argparse.Namespace) -> int:
             print(r.line())
         where = "" if root == Path("/") else f" (the files are under {root})"
         print(f"\nNext{where}:")
+        for step in steps:
+            print(f"  {step}")
+    return 1 if any(r.action == "failed" for r in results) else 0
+
+
+def _containerd(args: argparse.Namespace) -> int:
+    from regsidecar import hostinstall
+
+    try:
+        files = hostinstall.containerd_hosts(args.sidecar, args.mirror)
+    except ValueError as exc:
+        return _fail(str(exc))
+    root = Path(args.root).absolute()
+    results = hostinstall.install_files(
+        root, [(dest, data, 0o644) for dest, data in files.items()], force=args.force
+    )
+    steps = hostinstall.containerd_next_steps(root)
+    if args.json:
+        report = {
+            "kind": "containerd",
+            "root": str(root),
+            "files": [{"path": r.path, "action": r.action, "detail": r.detail} for r in results],
+            "next": list(steps),
+        }
+        print(json.dumps(report, indent=2))
+    else:
+        for r in results:
+            print(r.line())
+        print("\nNext:")
         for step in steps:
             print(f"  {step}")
     return 1 if any(r.action == "failed" for r in results) else 0

@@ -20,6 +20,7 @@ import contextlib
 import importlib
 import json
 import os
+import socket
 import tempfile
 from dataclasses import replace
 from typing import Any
@@ -39,6 +40,7 @@ from regsidecar.doctor.verdicts import (
     MAX_LISTINGS,
     AuthProbe,
     Check,
+    ContainerdProbe,
     ErrorKind,
     PeerProbe,
     PolicyProbe,
@@ -390,3 +392,27 @@ def probe_policy(settings: Settings) -> PolicyProbe:
     return PolicyProbe(
         len(rules), sum(r.rule == "signed-by" for r in rules), len(paths), tuple(errors)
     )
+
+
+def probe_containerd(socket_path: str, hosts_dir: str, listen: str) -> ContainerdProbe | None:
+    """None when there is no containerd socket at all; else whether it accepts a connection
+    and whether ``hosts_dir`` has an entry for ``localhost:<listen port>`` naming it."""
+    if not os.path.exists(socket_path):
+        return None
+    reachable, error = True, ""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2.0)
+            s.connect(socket_path)
+    except OSError as exc:
+        reachable, error = False, exc.strerror or str(exc)
+    port = listen.rpartition(":")[2]
+    name = f"localhost:{port}"
+    hosts_file = os.path.join(hosts_dir, name, "hosts.toml")
+    try:
+        with open(hosts_file, encoding="utf-8") as f:
+            text = f.read()
+        configured = f"://{name}" in text or f"://127.0.0.1:{port}" in text
+    except OSError:
+        configured = False
+    return ContainerdProbe(socket_path, reachable, hosts_file, configured, error)

@@ -19,6 +19,7 @@ from regsidecar.doctor.probes import (
     describe,
     probe_auth,
     probe_cache,
+    probe_containerd,
     probe_docker,
     probe_peers,
     probe_policy,
@@ -32,6 +33,7 @@ from regsidecar.doctor.verdicts import (
     clock_not_needed,
     clock_verdict,
     config_verdict,
+    containerd_verdict,
     peers_verdict,
     policy_verdict,
     sidecar_verdict,
@@ -82,6 +84,8 @@ async def run_checks(
     docker_host: str | None = None,
     daemon_json: str = "/etc/docker/daemon.json",
     skip_docker: bool = False,
+    containerd_socket: str = "/run/containerd/containerd.sock",
+    containerd_hosts_dir: str = "/etc/containerd/certs.d",
 ) -> list[Check]:
     """Every check, config first; measured concurrently, reported in a fixed order."""
 
@@ -115,12 +119,19 @@ async def run_checks(
         got = await _bounded("peers", probe_peers(settings))
         return [got if isinstance(got, Check) else peers_verdict(got)]
 
+    async def containerd() -> Check:
+        probe = await asyncio.to_thread(
+            probe_containerd, containerd_socket, containerd_hosts_dir, settings.listen
+        )
+        return containerd_verdict(probe)
+
     groups = await asyncio.gather(
         store_and_clock(),
         one("cache", asyncio.to_thread(probe_cache, settings)),
         one("sidecar", sidecar()),
         peers(),
         docker(),
+        one("containerd", containerd()),
     )
     checks = [
         config_verdict(settings),

@@ -432,3 +432,38 @@ def policy_verdict(p: PolicyProbe) -> Check:
         f"{p.rules} rules ({p.signed_by} signed-by), {p.keys} keys load; "
         "regsidecar verify IMAGE says why an image is served or refused",
     )
+
+
+# -- containerd -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerdProbe:
+    """containerd's socket and the hosts dir entry for this sidecar's name."""
+
+    socket: str
+    reachable: bool  # a connection to the socket was accepted
+    hosts_file: str  # certs.d/<sidecar name>/hosts.toml
+    configured: bool  # that file exists and names the sidecar
+    error: str = ""
+
+
+def containerd_verdict(p: ContainerdProbe | None) -> Check:
+    if p is None:
+        return Check("containerd", "pass", "no containerd socket here (docker hosts need none)")
+    if not p.reachable:
+        return Check(
+            "containerd",
+            "warn",
+            f"{p.socket} does not accept connections: {p.error}",
+            "start containerd (systemctl start containerd), or pass --containerd-socket",
+        )
+    if not p.configured:
+        return Check(
+            "containerd",
+            "warn",
+            f"{p.socket} answers, but {p.hosts_file} does not send pulls to this sidecar",
+            "regsidecar install --containerd [--mirror REGISTRY...], then point the CRI's "
+            "registry config_path at that directory (README: Kubernetes / containerd nodes)",
+        )
+    return Check("containerd", "pass", f"{p.socket} answers; {p.hosts_file} names this sidecar")
