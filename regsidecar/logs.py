@@ -90,9 +90,13 @@ def access_logger_class(
     """
 
     from regsidecar.api.keys import IDENTITY, ROUTE
+    from regsidecar.api.server import TLS_PROBE
 
     class AccessLogger(AbstractAccessLogger):
         def log(self, request: BaseRequest, response: StreamResponse, time_s: float) -> None:
+            if request.get(TLS_PROBE):
+                metrics.tls_probes.inc()  # a client trying HTTPS first: not a request
+                return
             # Requests the dispatcher never saw are the operator endpoints.
             route = request.get(ROUTE, "ops")
             cache = response.headers.get("X-Cache", "")

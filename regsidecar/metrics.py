@@ -83,6 +83,12 @@ class Metrics:
             "Blob downloads whose bytes did not match their digest (nothing was published)",
             registry=self.registry,
         )
+        self.tls_probes = Counter(
+            "regsidecar_tls_probes",
+            "TLS handshakes on the plain-HTTP port (docker and skopeo try HTTPS first); answered "
+            "400 and kept out of regsidecar_http_requests_total and the access log",
+            registry=self.registry,
+        )
         self.connections_closed = Counter(
             "regsidecar_connections_closed",
             "Connections the server closed itself, by reason: header_timeout (no complete "

@@ -119,7 +119,7 @@ def test_open_control_picks_the_running_sidecar_else_the_directory(
     _fill(tmp_path, [10])
     args = ["--storage", f"s3://{bucket}", "--s3-endpoint-url", moto.endpoint_url]
     with Sidecar([*args, "--s3-path-style"], data_dir=tmp_path, env=ENV) as sc:
-        settings = Settings(listen=sc.host, data_dir=str(tmp_path))
+        settings = Settings(listen=sc.host, data_dir=str(tmp_path), storage=f"s3://{bucket}")
         assert open_control(settings).where == "sidecar"
     assert open_control(settings).where == "local"
 

@@ -305,10 +305,16 @@ def test_a_missing_daemon_warns_and_json_file_without_max_size_warns(
                 [*args, "--docker-host", d.host_arg, "--daemon-json", str(d.config_file)],
                 tmp_path,
             )
+            # Without --daemon-json: the file this dockerd was started with (--config-file),
+            # not /etc/docker/daemon.json.
+            told = doctor([*args, "--docker-host", d.host_arg], tmp_path)
     assert r.status("docker") == "pass"
     assert r.status("docker-log-driver") == "warn"
     assert "max-size" in r.rows["docker-log-driver"]["fix"]
     assert r.rc == 1
+    row = told.rows["docker-log-driver"]
+    assert f"{d.config_file} (its --config-file)" in row["detail"], row
+    assert "/etc/docker/daemon.json" not in row["detail"] + row["fix"]
 
 
 def test_daemon_json_log_opts(tmp_path: Path) -> None:

@@ -66,6 +66,9 @@ def _local_cache(request: web.Request) -> Any:
         loopback = False
     if not loopback:
         raise Denied("cache administration is for loopback clients only")
+    cache = request.app[REGISTRY].cache
+    if cache is None:
+        raise Unsupported("this sidecar serves a directory store and keeps no cache", status=404)
     token = request.app.get(CONTROL_TOKEN)
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if (
@@ -77,9 +80,6 @@ def _local_cache(request: web.Request) -> Any:
             "cache administration wants the control token (DATA_DIR/control.token)",
             challenge='Bearer realm="regsidecar-control"',
         )
-    cache = request.app[REGISTRY].cache
-    if cache is None:
-        raise Unsupported("this sidecar serves a directory store and keeps no cache", status=404)
     return cache
 
 

@@ -49,6 +49,10 @@ class _BadRequest(OCIError):
     default_message = "malformed HTTP request"
 
 
+# Set on a request that was a TLS handshake on this plain-HTTP port (docker and skopeo try
+# HTTPS first): the access log and the request metrics leave it out; a counter has it.
+TLS_PROBE = "regsidecar.tls_probe"
+
 # Descriptors kept free for cache files, S3 and peer connections when the bound is derived.
 FD_RESERVE = 256
 ACCEPT_LOG_EVERY_S = 10.0
@@ -160,17 +164,28 @@ class _OCIRequestHandler(RequestHandler):
             err = _BadRequest("request line or header fields too large", status=431)
         else:
             err = _BadRequest(f"malformed HTTP request ({kind})", status=status)
-        # docker first tries TLS on a plain-HTTP registry: a ClientHello is not an error here.
-        level = logging.DEBUG if isinstance(exc, BadHttpMethod) else logging.WARNING
-        log.log(
-            level,
-            "bad request",
-            extra={"status": err.status, "error": kind, "remote": request.remote},
-        )
+        # docker and skopeo first try TLS on a plain-HTTP registry: a ClientHello (its first
+        # byte 0x16, a handshake record) is no error, and no client request either.
+        if isinstance(exc, BadHttpMethod) and _is_tls(str(exc)):
+            request[TLS_PROBE] = True
+            log.debug("TLS handshake on the plain-HTTP port", extra={"remote": request.remote})
+        else:
+            level = logging.DEBUG if isinstance(exc, BadHttpMethod) else logging.WARNING
+            log.log(
+                level,
+                "bad request",
+                extra={"status": err.status, "error": kind, "remote": request.remote},
+            )
         resp = error_response(err, "GET")
         resp.headers[API_VERSION_HEADER] = API_VERSION
         resp.force_close()
         return resp
+
+
+def _is_tls(message: str) -> bool:
+    """Whether aiohttp's parser error is a TLS ClientHello (aiohttp 3.10+ says so; older
+    versions quote the line, which starts with the handshake record's 0x16 0x03)."""
+    return "HTTPS traffic" in message or "\\x16\\x03" in message
 
 
 class _OCIServer(web.Server):

@@ -141,6 +141,10 @@ class CacheControlError(Exception):
     """The running sidecar refused or failed a cache action (message is for the operator)."""
 
 
+class NoCache(CacheControlError):
+    """The store is a directory: blobs are read in place, there is no cache to act on."""
+
+
 def _oci_message(exc: urllib.error.HTTPError) -> str:
     try:
         body = json.loads(exc.read())
@@ -174,11 +178,20 @@ def open_control(settings: Settings, *, probe_timeout_s: float = 2.0) -> CacheCo
             resp.read()
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
+            if "directory store" in _oci_message(exc):
+                raise NoCache(_no_cache(f"the sidecar at {sidecar.base_url}")) from exc
             return _local(settings, sidecar.base_url)
         return sidecar  # it is running: its answer (e.g. 403) is the operator's to see
     except (urllib.error.URLError, OSError):
         return _local(settings, sidecar.base_url)
     return sidecar
+
+
+def _no_cache(who: str) -> str:
+    return (
+        f"{who} serves a directory store: it reads blobs in place and keeps no cache, so "
+        "there is nothing to show, verify or trim"
+    )
 
 
 def _local(settings: Settings, tried: str) -> CacheControl:

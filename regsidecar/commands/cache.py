@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from regsidecar.cache.control import CacheControlError, Report, open_control
+from regsidecar.cache.control import CacheControlError, NoCache, Report, open_control
 from regsidecar.cli import add_settings_flags
 from regsidecar.commands import SubParsers
 from regsidecar.config import format_size
@@ -60,6 +60,10 @@ def register(sub: SubParsers) -> None:
 def _act(args: argparse.Namespace, action: str) -> Report | None:
     try:
         control = open_control(args.settings)
+    except NoCache as exc:
+        # Not an error: the answer to the question is "there is no cache here".
+        print(json.dumps({"cache": None, "reason": str(exc)}) if args.json else str(exc))
+        return {"no_cache": True}
     except CacheControlError as exc:
         print(f"regsidecar: cache {action}: {exc}", file=sys.stderr)
         return None
@@ -83,7 +87,7 @@ def run_stats(args: argparse.Namespace) -> int:
     r = _act(args, "stats")
     if r is None:
         return 1
-    if not args.json:
+    if not args.json and "no_cache" not in r:
         print(f"cache      {r['root']} ({r['where']})")
         print(f"entries    {r['entries']}")
         print(f"size       {format_size(r['bytes'])} of {format_size(r['max_bytes'])}")
@@ -98,6 +102,8 @@ def run_verify(args: argparse.Namespace) -> int:
     r = _act(args, "verify")
     if r is None:
         return 1
+    if "no_cache" in r:
+        return 0
     if not args.json:
         print(f"checked {r['checked']} blobs ({r['where']}); removed {len(r['removed'])} corrupt")
         for digest in r["removed"]:
@@ -109,6 +115,8 @@ def run_gc(args: argparse.Namespace) -> int:
     r = _act(args, "gc")
     if r is None:
         return 1
+    if "no_cache" in r:
+        return 0
     if not args.json:
         verb = "would remove" if r["dry_run"] else "removed"
         for item in r["removed"]:

@@ -67,8 +67,9 @@ def register(sub: SubParsers) -> None:
     p.add_argument(
         "--daemon-json",
         metavar="PATH",
-        default="/etc/docker/daemon.json",
-        help="the daemon's config file, read for log-opts max-size (default %(default)s)",
+        default=None,
+        help="the daemon's config file, read for log-opts max-size (default: the file the "
+        "local dockerd was started with, its --config-file, else /etc/docker/daemon.json)",
     )
     p.add_argument("--skip-docker", action="store_true", help="do not check a docker daemon")
     p.add_argument(

@@ -124,11 +124,13 @@ def _docker(args: argparse.Namespace) -> Report:
 
 
 def _cache(args: argparse.Namespace) -> Report:
-    from regsidecar.cache.control import CacheControlError, open_control
+    from regsidecar.cache.control import CacheControlError, NoCache, open_control
 
     try:
         control = open_control(args.settings)
         report = control.gc(dry_run=args.dry_run)
+    except NoCache as exc:
+        return {"skipped": str(exc)}
     except (CacheControlError, OSError) as exc:
         print(f"regsidecar: prune: cache not trimmed: {exc}", file=sys.stderr)
         return {"error": str(exc)}

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 import time
+import urllib.request
 from dataclasses import asdict
 from typing import TextIO
 
@@ -106,6 +107,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = args.settings
     base_url = args.registry or ops_url(settings.model_copy(update={"ops_listen": ""}))
+    store = _directory_store(base_url)
+    if store is not None:
+        message = (
+            f"the sidecar at {base_url} serves a directory store ({store}): it reads blobs in "
+            "place and keeps no cache, so warming would copy nothing; its images are ready"
+        )
+        print(json.dumps({"warmed": False, "reason": message}) if args.json else message)
+        return 0
     platforms = None if args.all_platforms else (args.platform or [host_platform()])
     bar = _Bar(sys.stderr) if sys.stderr.isatty() and not args.quiet else None
     progress = Progress(on_change=bar)
@@ -155,3 +164,14 @@ def run(args: argparse.Namespace) -> int:
             f"({format_size(rate)}/s)"
         )
     return 1 if failed else 0
+
+
+def _directory_store(base_url: str) -> str | None:
+    """The store of the sidecar at ``base_url`` if it is a directory (its /healthz says so);
+    None for S3, or when /healthz does not answer (the warm itself then says why)."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/healthz", timeout=5) as resp:
+            store = str(json.load(resp).get("store", ""))
+    except (OSError, ValueError):
+        return None
+    return None if not store or store.startswith("s3://") else store

@@ -276,8 +276,54 @@ def _ready_detail(body: bytes) -> str:
 # -- docker ---------------------------------------------------------------------------------------
 
 
-def probe_docker(host: str | None, daemon_json: str, port: int) -> list[Check]:
-    """The daemon through the docker SDK (untyped: Any stays in here)."""
+DEFAULT_DAEMON_JSON = "/etc/docker/daemon.json"
+
+
+def config_file_of(argv: list[str]) -> str | None:
+    """The ``--config-file`` a dockerd command line names, if any (pure).
+
+    >>> config_file_of(["dockerd", "--config-file", "/x/d.json", "-H", "unix:///s"])
+    '/x/d.json'
+    >>> config_file_of(["dockerd", "--config-file=/y.json"]), config_file_of(["dockerd"])
+    ('/y.json', None)
+    """
+    for i, arg in enumerate(argv):
+        if arg == "--config-file" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config-file="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def daemon_json_of(host: str) -> tuple[str, str]:
+    """(the config file the local dockerd serving ``host`` reads, how that was told): from its
+    command line's ``--config-file``, else dockerd's default; when no local dockerd (or more
+    than one, none naming ``host``) can be found, the default and "assumed"."""
+    socket_path = host.removeprefix("unix://")
+    found: list[list[str]] = []
+    with contextlib.suppress(OSError):
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    if f.read().strip() != "dockerd":
+                        continue
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            except OSError:
+                continue
+            found.append(argv)
+    serving = [a for a in found if any(socket_path in x for x in a)] or (
+        found if len(found) == 1 else []
+    )
+    if len(serving) != 1:
+        return DEFAULT_DAEMON_JSON, "assumed: the daemon's command line could not be read"
+    named = config_file_of(serving[0])
+    return (named, "its --config-file") if named else (DEFAULT_DAEMON_JSON, "dockerd's default")
+
+
+def probe_docker(host: str | None, daemon_json: str | None, port: int) -> list[Check]:
+    """The daemon through the docker SDK (untyped: Any stays in here). ``daemon_json`` None:
+    the file the daemon itself was started with (:func:`daemon_json_of`)."""
     docker: Any = importlib.import_module("docker")
     requests: Any = importlib.import_module("requests")
     shown = host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
@@ -311,12 +357,15 @@ def probe_docker(host: str | None, daemon_json: str, port: int) -> list[Check]:
         for name, cfg in (registry.get("IndexConfigs") or {}).items()
         if isinstance(cfg, dict) and cfg.get("Secure") is False
     ]
+    if daemon_json is None:
+        path, how = daemon_json_of(shown)
+        label = f"{path} ({how})"
+    else:
+        path = label = daemon_json
     return [
         docker_reachable(shown, str(info.get("ServerVersion", "?"))),
         data_root_verdict(root or "?", free, total),
-        log_driver_verdict(
-            str(info.get("LoggingDriver", "?")), read_log_opts(daemon_json), daemon_json
-        ),
+        log_driver_verdict(str(info.get("LoggingDriver", "?")), read_log_opts(path), label),
         registry_verdict(port, registry.get("InsecureRegistryCIDRs") or [], insecure_names),
     ]
 

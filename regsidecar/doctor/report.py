@@ -82,7 +82,7 @@ async def run_checks(
     settings: Settings,
     *,
     docker_host: str | None = None,
-    daemon_json: str = "/etc/docker/daemon.json",
+    daemon_json: str | None = None,
     skip_docker: bool = False,
     containerd_socket: str = "/run/containerd/containerd.sock",
     containerd_hosts_dir: str = "/etc/containerd/certs.d",
