@@ -17,7 +17,7 @@ set -euo pipefail
 
 NODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/node"
 
-APT_PKGS=(docker.io containerd skopeo podman docker-registry nginx hey faketime uidmap util-linux mount
+APT_PKGS=(docker.io containerd mmdebstrap systemd-container skopeo podman docker-registry nginx hey faketime uidmap util-linux mount
           ca-certificates qemu-user apache2-utils systemd iproute2)
 PY="${PYTHON:-python3}"
 LOG="$(mktemp -t rig-install-deps.XXXXXX.log)"
@@ -76,7 +76,7 @@ if [ ! -x "$NODE_DIR/node_modules/.bin/s3rver" ]; then
     [ -x "$NODE_DIR/node_modules/.bin/s3rver" ] || fail "npm ci did not install s3rver"
 fi
 
-for b in dockerd docker containerd ctr skopeo podman docker-registry nginx hey faketime unshare \
+for b in dockerd docker containerd ctr mmdebstrap systemd-nspawn skopeo podman docker-registry nginx hey faketime unshare \
          moto_server qemu-aarch64 node npm htpasswd; do
     command -v "$b" >/dev/null 2>&1 || fail "still missing after install: $b"
 done
