@@ -75,6 +75,7 @@ from pydantic import (
 
 from regsidecar.errors import ConfigError
 from regsidecar.retry import RetryPolicy
+from regsidecar.signing.identity import RuleType
 
 ENV_PREFIX = "REGSIDECAR_"
 
@@ -388,14 +389,7 @@ def _parse_rules(value: Any) -> Any:
 class SignedIdentitySettings(_Model):
     """containers-policy.json's ``signedIdentity``: which image name a signature must claim."""
 
-    type: Literal[
-        "matchRepoDigestOrExact",
-        "matchExact",
-        "matchRepository",
-        "exactReference",
-        "exactRepository",
-        "remapIdentity",
-    ] = "matchRepoDigestOrExact"
+    type: RuleType = "matchRepoDigestOrExact"
     reference: str = ""
     repository: str = ""
     prefix: str = ""

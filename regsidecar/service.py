@@ -27,7 +27,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -318,6 +318,20 @@ class Registry:
         if self.enforcer is not None:
             await self.enforcer.require(name, sub_digest, tag=ref.tag, payload=sub.payload)
         return sub
+
+    async def require_promotable(
+        self, name: str, digest: Digest, targets: Sequence[tuple[str, str]]
+    ) -> None:
+        """403 DENIED unless each target (repository, tag)'s policy accepts ``name@digest``,
+        with the signatures found in ``name`` (a promotion moves them along)."""
+        if self.enforcer is None:
+            return
+        try:
+            payload = await self.manifest_bytes(name, digest)
+        except NotFound as exc:
+            raise ManifestUnknown(f"unknown manifest {name}@{digest}") from exc
+        for repo, tag in targets:
+            await self.enforcer.require(repo, digest, tag=tag, payload=payload, signatures_in=name)
 
     # -- what the signature policy reads (regsidecar.signing.enforce.SignatureStore) ----------
 

@@ -25,8 +25,6 @@ from regsidecar.errors import (
     Denied,
     DigestInvalid,
     ManifestInvalid,
-    ManifestUnknown,
-    NotFound,
     RangeInvalid,
     SizeInvalid,
 )
@@ -269,17 +267,8 @@ async def promote(request: web.Request) -> web.StreamResponse:
     await require(request, name, "pull")
     for repo in dict.fromkeys(r for r, _ in targets):
         await require(request, repo, "push")
-    registry = request.app[REGISTRY]
-    if registry.enforcer is not None:
-        # Each target tag's policy must accept the image (signatures from the source).
-        try:
-            payload = await registry.manifest_bytes(name, digest)
-        except NotFound as exc:
-            raise ManifestUnknown(f"unknown manifest {name}@{digest}") from exc
-        for repo, tag in targets:
-            await registry.enforcer.require(
-                repo, digest, tag=tag, payload=payload, signatures_in=name
-            )
+    # Each target tag's policy must accept the image (signatures from the source).
+    await request.app[REGISTRY].require_promotable(name, digest, targets)
     moves = await request.app[PUSHER].promote(
         name, digest, targets, by=identity.name or "anonymous"
     )

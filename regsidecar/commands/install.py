@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from regsidecar.commands import SubParsers
 
@@ -119,15 +120,28 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     root = Path(args.root).absolute()
     results = hostinstall.install(args.kind, root, exec_path, force=args.force)
-    steps = hostinstall.NEXT_STEPS[args.kind]
-    if args.json:
-        report = {
-            "kind": args.kind,
-            "root": str(root),
-            "exec": exec_path,
-            "files": [{"path": r.path, "action": r.action, "detail": r.detail} for r in results],
-            "next": list(steps),
-        }
+    return _report(
+        args.kind, root, results, hostinstall.NEXT_STEPS[args.kind], args.json, exec_path
+    )
+
+
+def _report(
+    kind: str,
+    root: Path,
+    results: list[Any],
+    steps: tuple[str, ...],
+    as_json: bool,
+    exec_path: str | None = None,
+) -> int:
+    """Print what happened to each file and the next steps; the exit status."""
+    if as_json:
+        report: dict[str, Any] = {"kind": kind, "root": str(root)}
+        if exec_path is not None:
+            report["exec"] = exec_path
+        report["files"] = [
+            {"path": r.path, "action": r.action, "detail": r.detail} for r in results
+        ]
+        report["next"] = list(steps)
         print(json.dumps(report, indent=2))
     else:
         for r in results:
@@ -150,19 +164,4 @@ def _containerd(args: argparse.Namespace) -> int:
     results = hostinstall.install_files(
         root, [(dest, data, 0o644) for dest, data in files.items()], force=args.force
     )
-    steps = hostinstall.containerd_next_steps(root)
-    if args.json:
-        report = {
-            "kind": "containerd",
-            "root": str(root),
-            "files": [{"path": r.path, "action": r.action, "detail": r.detail} for r in results],
-            "next": list(steps),
-        }
-        print(json.dumps(report, indent=2))
-    else:
-        for r in results:
-            print(r.line())
-        print("\nNext:")
-        for step in steps:
-            print(f"  {step}")
-    return 1 if any(r.action == "failed" for r in results) else 0
+    return _report("containerd", root, results, hostinstall.containerd_next_steps(root), args.json)

@@ -19,7 +19,7 @@ import sys
 from regsidecar.cli import add_settings_flags
 from regsidecar.commands import SubParsers
 from regsidecar.config import Settings
-from regsidecar.errors import ConfigError, ManifestUnknown, NotFound, OCIError
+from regsidecar.errors import ConfigError, OCIError
 from regsidecar.oci.reference import Digest
 from regsidecar.push import Pusher, TagMove, parse_promotion
 from regsidecar.service import Registry
@@ -101,16 +101,7 @@ async def _promote(
     try:
         if settings.policy.rules:
             # Each target tag's policy must accept the image (signatures from the source).
-            registry = Registry(driver, None, settings)
-            assert registry.enforcer is not None
-            try:
-                payload = await registry.manifest_bytes(name, digest)
-            except NotFound as exc:
-                raise ManifestUnknown(f"unknown manifest {name}@{digest}") from exc
-            for repo, tag in targets:
-                await registry.enforcer.require(
-                    repo, digest, tag=tag, payload=payload, signatures_in=name
-                )
+            await Registry(driver, None, settings).require_promotable(name, digest, targets)
         return await Pusher(driver, settings).promote(name, digest, targets, by=by)
     finally:
         await driver.close()

@@ -207,3 +207,32 @@ def test_docker_daemon_snippet_moves_data_root_and_bounds_logs() -> None:
     # It is a snippet to merge: nothing here may declare the loopback registry insecure
     # (docker already treats 127.0.0.0/8 so) or otherwise widen what docker trusts.
     assert "insecure-registries" not in conf
+
+
+def test_containerd_hosts_files_send_the_sidecars_name_and_each_mirror_to_the_sidecar() -> None:
+    files = hostinstall.containerd_hosts("localhost:5000", ["docker.io", "registry.ci:5000"])
+    assert list(files) == [
+        "etc/containerd/certs.d/localhost:5000/hosts.toml",
+        "etc/containerd/certs.d/docker.io/hosts.toml",
+        "etc/containerd/certs.d/registry.ci:5000/hosts.toml",
+    ]
+    own, hub, ci = (f.decode() for f in files.values())
+    assert 'server = "http://localhost:5000"' in own
+    assert 'server = "https://registry-1.docker.io"' in hub  # docker.io's real endpoint
+    assert 'server = "https://registry.ci:5000"' in ci
+    for text in (own, hub, ci):
+        assert '[host."http://localhost:5000"]\n  capabilities = ["pull", "resolve"]' in text
+    for bad in ("http://x", "a/b", "", "x y"):
+        with pytest.raises(ValueError, match="not a registry"):
+            hostinstall.containerd_hosts("localhost:5000", [bad])
+
+
+def test_containerd_install_never_overwrites_an_edit(tmp_path: Path) -> None:
+    files = [(d, b, 0o644) for d, b in hostinstall.containerd_hosts("localhost:5000").items()]
+    first = hostinstall.install_files(tmp_path, files)
+    assert [r.action for r in first] == ["written"]
+    assert [r.action for r in hostinstall.install_files(tmp_path, files)] == ["unchanged"]
+    path = tmp_path / files[0][0]
+    path.write_text(path.read_text() + "# mine\n")
+    assert [r.action for r in hostinstall.install_files(tmp_path, files)] == ["kept"]
+    assert path.read_text().endswith("# mine\n")
