@@ -38,7 +38,7 @@ from regsidecar.config import PolicyRuleSettings, Settings
 from regsidecar.errors import ConfigError, Denied, NotFound, OCIError, StorageError, Unavailable
 from regsidecar.metrics import Metrics
 from regsidecar.oci.reference import Digest, parse_digest
-from regsidecar.signing.identity import Identity, Rule, parse_identity
+from regsidecar.signing.identity import Identity, InvalidIdentity, Rule, parse_identity
 from regsidecar.signing.payload import (
     MAX_PAYLOAD_BYTES,
     PAYLOAD_MEDIA_TYPE,
@@ -169,7 +169,8 @@ class Enforcer:
         target with the source's signatures). :meth:`require` turns a refusal into 403."""
         rule = rule_for(self.rules, name)
         if rule is None or rule.rule != "signed-by":
-            verdict = evaluate(rule, (), self.image(name, tag, digest), str(digest), ())
+            # accept / reject / no rule: the image's name plays no part.
+            verdict = evaluate(rule, (), Identity(name), str(digest), ())
             self.metrics.policy_verdicts.labels(_outcome(verdict)).inc()
             return verdict
         if signature_layers(payload) is not None:
@@ -181,7 +182,12 @@ class Enforcer:
         cached = self._fresh.get(key)
         if cached is not None:
             return cached
-        image = self.image(name, tag, digest)
+        try:
+            image = self.image(name, tag, digest)
+        except InvalidIdentity as exc:
+            verdict = Verdict(False, f"not a Docker reference: {exc}", rule.repositories)
+            self.metrics.policy_verdicts.labels("refused").inc()
+            return verdict
         try:
             signatures = await self._signatures(where, digest)
         except (StorageError, Unavailable) as exc:
