@@ -149,11 +149,34 @@ def default_exec(argv0: str | None = None, executable: str | None = None) -> str
     return None
 
 
-def render(kind: Kind, exec_path: str = DEFAULT_EXEC) -> dict[str, bytes]:
-    """Destination (relative to the root) -> content, with ``exec_path`` as the executable."""
+_DOCKER_GROUP_LINE = b"SupplementaryGroups=docker\n"
+_NO_DOCKER_GROUP = (
+    b"# No docker group on this host when installed (a containerd node?): no docker to prune.\n"
+)
+
+
+def render(kind: Kind, exec_path: str = DEFAULT_EXEC, *, docker: bool = True) -> dict[str, bytes]:
+    """Destination (relative to the root) -> content, with ``exec_path`` as the executable.
+    ``docker`` False (the host has no docker group): the prune service neither joins that
+    group, which systemd would refuse to start it without (216/GROUP), nor prunes docker."""
     check_exec_path(exec_path)
     new = exec_path.encode()
-    return {f.dest: source_bytes(f.source).replace(DEFAULT_EXEC.encode(), new) for f in FILES[kind]}
+    out = {f.dest: source_bytes(f.source).replace(DEFAULT_EXEC.encode(), new) for f in FILES[kind]}
+    if not docker and kind == "systemd":
+        dest = "etc/systemd/system/regsidecar-prune.service"
+        unit = out[dest].replace(_DOCKER_GROUP_LINE, _NO_DOCKER_GROUP)
+        out[dest] = unit.replace(b" prune --config ", b" prune --no-docker --config ")
+    return out
+
+
+def has_docker_group(root: Path) -> bool:
+    """Whether ``root``'s /etc/group has a docker group (True when there is no such file to
+    tell: a packaging root, where the default stands)."""
+    try:
+        text = (root / "etc/group").read_text(errors="replace")
+    except OSError:
+        return True
+    return any(line.split(":", 1)[0] == "docker" for line in text.splitlines())
 
 
 def decide(existing: bytes | None, new: bytes, force: bool) -> Action:
@@ -192,7 +215,7 @@ def _read(path: Path) -> bytes | None:
 
 def install(kind: Kind, root: Path, exec_path: str, force: bool = False) -> list[Result]:
     """Write ``kind``'s files under ``root``; one :class:`Result` per file, in order."""
-    rendered = render(kind, exec_path)
+    rendered = render(kind, exec_path, docker=has_docker_group(root))
     return install_files(root, [(f.dest, rendered[f.dest], f.mode) for f in FILES[kind]], force)
 
 

@@ -278,9 +278,9 @@ def test_the_units_keep_their_promises_under_a_real_systemd(booted: Booted) -> N
     # MemoryMax applied.
     assert b.prop("regsidecar", "MemoryMax") == str(1024**3)
     # The prune service runs a prune.
-    b.sh("systemctl start regsidecar-prune.service", timeout=300)
-    assert b.prop("regsidecar-prune.service", "Result") == "success"
+    b.sh("systemctl start regsidecar-prune.service", timeout=300, check=False)
     pruned = b.sh("journalctl -u regsidecar-prune --no-pager -o cat", check=False).stdout
+    assert b.prop("regsidecar-prune.service", "Result") == "success", pruned[-2000:]
     assert "cache" in pruned, pruned[-1500:]
     # The app starts with the registry stopped (its pull fails, "-" ignores that).
     b.sh("systemctl stop regsidecar")

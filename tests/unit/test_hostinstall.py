@@ -236,3 +236,19 @@ def test_containerd_install_never_overwrites_an_edit(tmp_path: Path) -> None:
     path.write_text(path.read_text() + "# mine\n")
     assert [r.action for r in hostinstall.install_files(tmp_path, files)] == ["kept"]
     assert path.read_text().endswith("# mine\n")
+
+
+def test_a_host_without_a_docker_group_gets_a_prune_unit_systemd_can_start(tmp_path: Path) -> None:
+    """SupplementaryGroups=docker on a host with no docker group: systemd refuses to start the
+    unit (216/GROUP, seen under a real systemd in tests/test_live_systemd.py). Without the
+    group the unit does not ask for it and prunes the cache only."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/group").write_text("root:x:0:\nusers:x:100:\n")
+    assert hostinstall.has_docker_group(tmp_path) is False
+    hostinstall.install("systemd", tmp_path, DEFAULT_EXEC)
+    unit = (tmp_path / "etc/systemd/system/regsidecar-prune.service").read_text()
+    assert "SupplementaryGroups" not in unit.replace("# No docker group", "")
+    assert "regsidecar prune --no-docker --config" in unit
+    (tmp_path / "etc/group").write_text("root:x:0:\ndocker:x:999:\n")
+    assert hostinstall.has_docker_group(tmp_path) is True
+    assert hostinstall.has_docker_group(tmp_path / "nowhere") is True  # cannot tell: default
