@@ -89,7 +89,7 @@ def access_logger_class(
     or a query string: nothing a client sends as a credential is logged.
     """
 
-    from regsidecar.api.keys import IDENTITY, ROUTE
+    from regsidecar.api.keys import IDENTITY, ROUTE, SENDFILE_BYTES
     from regsidecar.api.server import TLS_PROBE
 
     class AccessLogger(AbstractAccessLogger):
@@ -100,7 +100,7 @@ def access_logger_class(
             # Requests the dispatcher never saw are the operator endpoints.
             route = request.get(ROUTE, "ops")
             cache = response.headers.get("X-Cache", "")
-            sent = response.body_length
+            sent = response.body_length + request.get(SENDFILE_BYTES, 0)
             if isinstance(response, FileResponse) and request.method != "HEAD":
                 # sendfile bypasses the writer that counts body_length
                 sent = max(sent, response.content_length or 0)

@@ -119,6 +119,9 @@ def test_metrics_parse_and_move_after_a_pull(
     served = "regsidecar_cache_served_bytes_total"
     layer_bytes = sum(len(x) for x in layers)
     assert _value(after, served, kind="blob", outcome="hit") > layer_bytes
+    # Cold blobs go out with sendfile from the growing download: counted too (they were
+    # counted as their headers alone).
+    assert _value(after, served, kind="blob", outcome="miss") > layer_bytes
     assert _value(after, "regsidecar_cache_entries") == 4  # manifest, config, 2 layers
     assert _value(after, "regsidecar_cache_size_bytes") > layer_bytes
     up = "regsidecar_upstream_requests_total"
@@ -153,6 +156,8 @@ def test_access_log_has_route_status_bytes_duration_and_cache_and_no_secrets(
     for line in blobs:
         assert line["status"] == 200 and line["cache"] == "miss" and line["method"] == "GET"
         assert line["bytes_sent"] > 0 and line["ms"] >= 0
+    # The 10,000-byte layer, sent with sendfile while it downloaded, is in its line.
+    assert max(x["bytes_sent"] for x in blobs) > 10_000
     assert {x["route"] for x in lines} >= {"manifest", "blob"}
     assert "s3cr3t" not in raw
 

@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 
 from regsidecar.api import push
 from regsidecar.api.auth import require
-from regsidecar.api.keys import REGISTRY, ROUTE
+from regsidecar.api.keys import REGISTRY, ROUTE, SENDFILE_BYTES
 from regsidecar.errors import OCIError, PaginationInvalid, StorageError, Unsupported
 from regsidecar.oci import mediatypes
 from regsidecar.oci.ranges import ByteRange, parse_range
@@ -145,7 +145,12 @@ async def get_blob(request: web.Request, name: str, digest: Digest) -> web.Strea
     try:
         await resp.prepare(request)
         if isinstance(chunks, GrowingRead) and request.transport is not None:
-            await chunks.send_to(request.transport)  # sendfile from the growing cache file
+
+            def sent(n: int) -> None:
+                request[SENDFILE_BYTES] = request.get(SENDFILE_BYTES, 0) + n
+
+            # sendfile from the growing cache file
+            await chunks.send_to(request.transport, sent=sent)
         else:
             async for chunk in chunks:
                 await resp.write(chunk)

@@ -20,5 +20,8 @@ CONTROL_TOKEN = web.AppKey("control_token", str)
 AUTH: web.AppKey[Authenticator | None] = web.AppKey("auth")
 # Per request: the route kind parsed by the dispatcher, for metrics and the access log.
 ROUTE = web.RequestKey("route", str)
+# Per request: body bytes sent with sendfile straight to the transport (which aiohttp's own
+# count of a response's bytes never sees), for the access log and the served-bytes metrics.
+SENDFILE_BYTES = web.RequestKey("sendfile_bytes", int)
 # Per request: who made it, once regsidecar.api.auth.require has run (for the audit log).
 IDENTITY = web.RequestKey("identity", Identity)
