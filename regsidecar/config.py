@@ -209,8 +209,9 @@ class LimitSettings(_Model):
     catalog_max_directories: int = Field(100_000, ge=1)
     catalog_concurrency: int = Field(8, ge=1, le=256)
     # A connection's request head must be complete this long after its first byte (nginx's
-    # client_header_timeout); open connections per listener at most max_connections (0: the
-    # file-descriptor limit less 256), beyond which the longest wait for a head is closed.
+    # client_header_timeout); open connections, every listener together, at most
+    # max_connections (0: the file-descriptor limit less 256), beyond which the longest wait
+    # for a head is closed.
     header_timeout_s: float = Field(10.0, gt=0)
     max_connections: int = Field(0, ge=0)
 

@@ -171,13 +171,13 @@ async def _serve(settings: Settings, ready: asyncio.Event | None, control_token:
     lim = settings.limits
     most = lim.max_connections or default_max_connections()
 
-    def guard() -> ConnectionGuard:
-        closed = app[METRICS].connections_closed
-        return ConnectionGuard(most, lim.header_timeout_s, lambda r: closed.labels(r).inc())
+    # One bound for every listener of the process: the descriptors are the process's.
+    closed = app[METRICS].connections_closed
+    shared = ConnectionGuard(most, lim.header_timeout_s, lambda r: closed.labels(r).inc())
 
     runner = OCIAppRunner(
         app,
-        guard=guard(),
+        guard=shared,
         # Always installed: it also feeds the request metrics; it writes lines only if asked.
         access_log_class=access_logger_class(batcher, app[METRICS], write=settings.log.access),
         access_log=logging.getLogger("regsidecar.access"),
@@ -191,7 +191,7 @@ async def _serve(settings: Settings, ready: asyncio.Event | None, control_token:
     if settings.ops_listen:
         ops_runner = OCIAppRunner(
             _ops_app(app),
-            guard=guard(),
+            guard=shared,
             handle_signals=False,
             # The same access log as the pull listener (it also feeds the request metrics).
             access_log_class=access_logger_class(batcher, app[METRICS], write=settings.log.access),
@@ -208,7 +208,7 @@ async def _serve(settings: Settings, ready: asyncio.Event | None, control_token:
 
         peer_runner = OCIAppRunner(
             create_peer_app(app, peer_token(settings)),
-            guard=guard(),
+            guard=shared,
             handle_signals=False,
             access_log=None,
             shutdown_timeout=5.0,
