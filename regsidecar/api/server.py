@@ -11,8 +11,9 @@ a credential.
 **Slow clients and connection exhaustion** (:class:`ConnectionGuard`, one for all the
 process's listeners). A connection must deliver a complete request head within
 ``limits.header_timeout_s`` of its first byte (of opening, for a new connection), as nginx's
-``client_header_timeout`` asks; else it is closed. At most ``limits.max_connections`` are open (by default: the file-descriptor
-limit less a reserve for the cache, the store and the peers). A connection beyond the bound
+``client_header_timeout`` asks; else it is closed. At most ``limits.max_connections`` are
+open (by default: the file-descriptor limit less a reserve for the cache, the store and the
+peers). A connection beyond the bound
 takes the place of the one that has waited longest for its request head (a slowloris'), or is
 closed at once when every connection is busy with a request: ``/v2/`` keeps answering while
 thousands of connections trickle headers. aiohttp answers a request only once its head is
