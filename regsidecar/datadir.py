@@ -16,10 +16,12 @@ process of another user, or anything that only reaches the port, may not.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import secrets
+from pathlib import Path
+
+from regsidecar.hostinstall import write_atomic
 
 LOCK_NAME = ".lock"
 CONTROL_TOKEN_NAME = "control.token"
@@ -56,14 +58,7 @@ class DataDirLock:
 def write_control_token(data_dir: str) -> str:
     """A new control token in ``DATA_DIR/control.token`` (0600, replaced atomically)."""
     token = secrets.token_hex(32)
-    path = os.path.join(data_dir, CONTROL_TOKEN_NAME)
-    tmp = f"{path}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    os.replace(tmp, path)
+    write_atomic(Path(data_dir, CONTROL_TOKEN_NAME), f"{token}\n".encode(), 0o600)
     return token
 
 

@@ -257,15 +257,14 @@ def containerd_hosts(sidecar: str, mirrors: Sequence[str] = ()) -> dict[str, byt
     return out
 
 
-def containerd_next_steps(root: Path) -> tuple[str, ...]:
-    hosts = "/" + CONTAINERD_HOSTS_DIR
-    return (
-        f"containerd's CRI (kubelet) reads {hosts} when /etc/containerd/config.toml has "
-        f'[plugins."io.containerd.grpc.v1.cri".registry] config_path = "{hosts}" '
-        "(then systemctl restart containerd); this command never edits config.toml",
-        f"ctr: ctr images pull --hosts-dir {hosts} IMAGE",
-        "regsidecar doctor checks the containerd socket, the hosts dir and the mirror",
-    )
+_HOSTS = "/" + CONTAINERD_HOSTS_DIR
+CONTAINERD_NEXT_STEPS: tuple[str, ...] = (
+    f"containerd's CRI (kubelet) reads {_HOSTS} when /etc/containerd/config.toml has "
+    f'[plugins."io.containerd.grpc.v1.cri".registry] config_path = "{_HOSTS}" '
+    "(then systemctl restart containerd); this command never edits config.toml",
+    f"ctr: ctr images pull --hosts-dir {_HOSTS} IMAGE",
+    "regsidecar doctor checks the containerd socket, the hosts dir and the mirror",
+)
 
 
 def install_files(

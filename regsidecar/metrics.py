@@ -135,7 +135,7 @@ class Metrics:
             "regsidecar_policy_verdicts",
             "Signature policy verdicts on manifests served, by outcome: accepted, refused, "
             "no-rule (no rule for the repository), signature-artifact (a signature itself); "
-            "cached verdicts are not counted again",
+            "signed-by verdicts reused from the cache (a tag TTL) are not counted again",
             ["outcome"],
             registry=self.registry,
         )

@@ -59,7 +59,7 @@ from regsidecar.pull.sources import BlobInfo, Chooser, RegistrySource, StoreSour
 from regsidecar.pull.window import ConnectionWindow
 from regsidecar.signing.enforce import Enforcer
 from regsidecar.storage.base import Driver
-from regsidecar.storage.filesystem import FilesystemDriver
+from regsidecar.storage.drivers import open_driver
 from regsidecar.storage.registry import RegistryReader
 from regsidecar.storage.s3 import S3Driver
 from regsidecar.storage.writer import RegistryWriter
@@ -207,10 +207,9 @@ class Registry:
 
     @classmethod
     async def open(cls, settings: Settings, metrics: Metrics | None = None) -> Registry:
-        driver: Driver
+        driver = await open_driver(settings)
         cache: BlobCache | None = None
-        if settings.storage_kind == "s3":
-            driver = await S3Driver.from_settings(settings)
+        if isinstance(driver, S3Driver):
             c = settings.cache
             cache = BlobCache(
                 settings.cache_dir,
@@ -219,8 +218,6 @@ class Registry:
                 low_watermark=c.low_watermark,
             )
             await asyncio.to_thread(cache.open)
-        else:
-            driver = FilesystemDriver(settings.filesystem_root)
         fallbacks = Fallbacks.from_config(
             [
                 UpstreamConfig(

@@ -10,7 +10,7 @@ import gzip
 import io
 import json
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -40,9 +40,11 @@ def gzip_layer(text: str) -> tuple[bytes, str]:
 @dataclass
 class Store:
     writer: BucketWriter
+    sizes: dict[str, int] = field(default_factory=dict)  # manifest digest -> its length
 
     def manifest(self, repo: str, body: bytes, tag: str | None = None) -> str:
         d = digest_of(body)
+        self.sizes[d] = len(body)
         self.writer.put(layout.blob_data(d), body)
         self.writer.put(layout.revision_link(repo, d), d.encode())
         if tag is not None:
@@ -70,7 +72,8 @@ class Store:
         }
         return self.manifest(repo, json.dumps(doc).encode(), tag)
 
-    def index(self, repo: str, tag: str, children: list[tuple[str, str, int]]) -> str:
+    def index(self, repo: str, tag: str, children: list[tuple[str, str]]) -> str:
+        """An OCI index of ``children`` ((digest, architecture), manifests written here)."""
         doc = {
             "schemaVersion": 2,
             "mediaType": mediatypes.OCI_INDEX,
@@ -78,10 +81,10 @@ class Store:
                 {
                     "mediaType": mediatypes.OCI_MANIFEST,
                     "digest": d,
-                    "size": size,
+                    "size": self.sizes[d],
                     "platform": {"os": "linux", "architecture": arch},
                 }
-                for d, arch, size in children
+                for d, arch in children
             ],
         }
         return self.manifest(repo, json.dumps(doc).encode(), tag)

@@ -19,18 +19,19 @@ The suite runs ``REGSIDECAR_FUZZ_EXAMPLES`` examples per sidecar (default 150); 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.rig.htpasswd import READER, WRITER, PushAuth
+from tests.oci_client import READER, WRITER, Creds
+from tests.rig.htpasswd import PushAuth
 from tests.sidecar import Sidecar
 
 pytestmark = pytest.mark.rig
@@ -91,10 +92,6 @@ queries = st.lists(
 )
 
 
-def _basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
 header_values = {
     "Range": st.one_of(
         st.sampled_from(["bytes=0-0", "bytes=-1", "bytes=5-", "BYTES = 0 - 3", "bytes=9-1"]),
@@ -115,9 +112,9 @@ header_values = {
     "Authorization": st.one_of(
         st.sampled_from(
             [
-                _basic(*WRITER),
-                _basic(*READER),
-                _basic("nobody", "x"),
+                WRITER.encode(),
+                READER.encode(),
+                Creds("nobody", "x").encode(),
                 "Bearer abc.def.ghi",
                 "Bearer",
                 "Basic !!!",
@@ -135,8 +132,6 @@ def requests(draw: st.DrawFn) -> bytes:
     path = draw(paths())
     query = draw(queries)
     if query:
-        from urllib.parse import quote
-
         path += "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in query)
     body = draw(st.binary(max_size=256))
     headers = [("Host", "fuzz"), ("Connection", "close"), ("Content-Length", str(len(body)))]

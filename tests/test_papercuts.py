@@ -38,6 +38,8 @@ def test_cache_commands_and_warm_say_a_directory_store_keeps_no_cache() -> None:
         r = _cli("prune", "--no-docker", *where)
         assert r.returncode == 0, r.stderr
         assert "cache: skipped" in r.stdout and "directory store" in r.stdout
-        r = _cli("warm", "regsidecar/hello", "--registry", sc.url)
+        r = _cli("warm", "regsidecar/hello", "--registry", sc.url, "--json")
         assert r.returncode == 0, r.stderr
-        assert "directory store" in r.stdout and "cached" not in r.stdout.split("(")[0]
+        report = json.loads(r.stdout)
+        assert report["warmed"] is False and "directory store" in report["reason"]
+        assert "cached_before" not in report  # no "0 already cached" summary

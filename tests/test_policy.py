@@ -34,7 +34,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from regsidecar.oci import mediatypes
-from regsidecar.storage import layout
 from tests.conftest import require, s3_args
 from tests.ocistore import Store
 from tests.rig.dockerd import Dockerd
@@ -111,25 +110,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         for arch in ("amd64", "arm64"):
             child = store.image("prod/multi", None, f"multi {arch}", arch)
             store.sign("prod/multi", child, ci, f"{host}/prod/multi:v1")
-            children.append((child, arch, 0))
-        d["multi"] = _index(store, "prod/multi", children)
+            children.append((child, arch))
+        d["multi"] = store.index("prod/multi", "v1", children)
         store.sign("prod/multi", d["multi"], ci, f"{host}/prod/multi:v1")
-        bare = [(store.image("prod/half", None, f"half {a}", a), a, 0) for a in ("amd64", "arm64")]
-        d["half"] = _index(store, "prod/half", bare)
+        bare = [(store.image("prod/half", None, f"half {a}", a), a) for a in ("amd64", "arm64")]
+        d["half"] = store.index("prod/half", "v1", bare)
         d["half-child"] = bare[0][0]
         store.sign("prod/half", d["half"], ci, f"{host}/prod/half:v1")
         with sc:
             yield Site(sc, store, ci, host, d, args)
-
-
-def _index(store: Store, repo: str, children: list[tuple[str, str, int]]) -> str:
-    sized = []
-    for digest, arch, _ in children:
-        body = store.writer.client.get_object(
-            Bucket=store.writer.bucket, Key=layout.blob_data(digest)
-        )["Body"].read()
-        sized.append((digest, arch, len(body)))
-    return store.index(repo, "v1", sized)
 
 
 async def _get(site: Site, path: str) -> tuple[int, dict[str, object]]:

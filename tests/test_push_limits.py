@@ -8,14 +8,13 @@ digest (POST ?mount= without from).
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.oci_client import Client, Resp, random_bytes
+from tests.oci_client import Client, Creds, Resp, random_bytes
 from tests.rig.htpasswd import RELEASE_TOKEN, WRITER, PushAuth
 from tests.sidecar import Sidecar
 
@@ -107,12 +106,11 @@ async def test_a_mount_gives_only_a_blob_the_caller_may_pull(tmp_path: Path) -> 
             secret = random_bytes(2 * KiB)
             digest = await ci.push_blob("secret", secret)
             # A token for push and pull on "app" only (docker's token flow, ci's password).
-            basic = "Basic " + base64.b64encode(f"{WRITER[0]}:{WRITER[1]}".encode()).decode()
             r = await ci.request(
                 "GET",
                 "/-/token",
                 params=[("service", "regsidecar"), ("scope", "repository:app:pull,push")],
-                raw_headers={"Authorization": basic},
+                raw_headers={"Authorization": Creds(*WRITER).encode()},
                 auth=None,
             )
             assert r.status == 200, r.body

@@ -164,4 +164,4 @@ def _containerd(args: argparse.Namespace) -> int:
     results = hostinstall.install_files(
         root, [(dest, data, 0o644) for dest, data in files.items()], force=args.force
     )
-    return _report("containerd", root, results, hostinstall.containerd_next_steps(root), args.json)
+    return _report("containerd", root, results, hostinstall.CONTAINERD_NEXT_STEPS, args.json)

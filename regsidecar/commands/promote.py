@@ -23,8 +23,7 @@ from regsidecar.errors import ConfigError, OCIError
 from regsidecar.oci.reference import Digest
 from regsidecar.push import Pusher, TagMove, parse_promotion
 from regsidecar.service import Registry
-from regsidecar.storage.filesystem import FilesystemDriver
-from regsidecar.storage.s3 import S3Driver
+from regsidecar.storage.drivers import open_driver
 
 _EPILOG = """\
 examples:
@@ -93,11 +92,7 @@ def run(args: argparse.Namespace) -> int:
 async def _promote(
     settings: Settings, name: str, digest: Digest, targets: list[tuple[str, str]], by: str
 ) -> list[TagMove]:
-    driver: S3Driver | FilesystemDriver
-    if settings.storage_kind == "s3":
-        driver = await S3Driver.from_settings(settings)
-    else:
-        driver = FilesystemDriver(settings.filesystem_root)
+    driver = await open_driver(settings)
     try:
         if settings.policy.rules:
             # Each target tag's policy must accept the image (signatures from the source).

@@ -15,9 +15,7 @@ from regsidecar.errors import ConfigError, NotFound, OCIError
 from regsidecar.oci import mediatypes
 from regsidecar.oci.reference import parse_digest
 from regsidecar.service import Registry
-from regsidecar.storage.base import Driver
-from regsidecar.storage.filesystem import FilesystemDriver
-from regsidecar.storage.s3 import S3Driver
+from regsidecar.storage.drivers import open_driver
 from regsidecar.warm import parse_image
 
 _EPILOG = """\
@@ -84,11 +82,7 @@ def _print(r: dict[str, Any], indent: str) -> None:
 
 
 async def _verify_all(settings: Settings, images: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    driver: Driver
-    if settings.storage_kind == "s3":
-        driver = await S3Driver.from_settings(settings)
-    else:
-        driver = FilesystemDriver(settings.filesystem_root)
+    driver = await open_driver(settings)
     # No cache: this reads manifests and small signature payloads only, and must not touch
     # the data directory of a sidecar that may be running.
     registry = Registry(driver, None, settings)

@@ -50,7 +50,7 @@ from regsidecar.doctor.verdicts import (
 )
 from regsidecar.errors import ConfigError, NotFound, StorageError, UpstreamUnavailable
 from regsidecar.retry import RetryPolicy
-from regsidecar.signing.payload import load_public_key
+from regsidecar.signing.enforce import load_key_file
 from regsidecar.storage import layout
 from regsidecar.storage.base import Driver
 from regsidecar.storage.filesystem import FilesystemDriver
@@ -432,12 +432,9 @@ def probe_policy(settings: Settings) -> PolicyProbe:
     errors = []
     for path in paths:
         try:
-            with open(path, "rb") as f:
-                load_public_key(f.read())
-        except OSError as exc:
-            errors.append((path, exc.strerror or str(exc)))
-        except ValueError as exc:
-            errors.append((path, str(exc)[:200]))
+            load_key_file(path)
+        except ConfigError as exc:
+            errors.append((path, exc.message[:300]))  # names the file
     return PolicyProbe(
         len(rules), sum(r.rule == "signed-by" for r in rules), len(paths), tuple(errors)
     )

@@ -441,33 +441,44 @@ class Fetcher:
         A peer's response is waited for longer, up to ``peer_patience_s``, while this
         host's link is busy with other responses (:mod:`regsidecar.pull.intake`): it is
         starved by them, and another request would only join the queue."""
-        loop = asyncio.get_running_loop()
         if source == "peer":
-            limit, most = self.options.peer_stall_s, self.options.peer_patience_s
-        else:
-            limit = most = self.options.stall_s
+            return await self._next_from_peer(chunks)
+        limit = self.options.stall_s
+        try:
+            async with asyncio.timeout(limit):
+                return await anext(chunks)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError as exc:
+            raise Stalled(self.download.key, f"{source}: nothing for {limit:g} s") from exc
+
+    async def _next_from_peer(self, chunks: AsyncIterator[bytes]) -> bytes | None:
+        """:meth:`_next` for a peer: silent for ``peer_stall_s``, it is left unless this
+        host's link is busy, and then at the latest after ``peer_patience_s``."""
+        loop = asyncio.get_running_loop()
+        limit, most = self.options.peer_stall_s, self.options.peer_patience_s
         began = loop.time()
-        intake = self.intake
-        timers: list[asyncio.TimerHandle] = []
+        timer: asyncio.TimerHandle | None = None
 
         def check() -> None:
-            if loop.time() - began + limit <= most and intake.busy(limit):
-                timers.append(loop.call_later(limit, check))  # starved by this host's traffic
+            nonlocal timer
+            if loop.time() - began + limit <= most and self.intake.busy(limit):
+                timer = loop.call_later(limit, check)  # starved by this host's own traffic
             else:
                 deadline.reschedule(loop.time())
 
         try:
             async with asyncio.timeout(None) as deadline:
-                timers.append(loop.call_later(limit, check))
+                timer = loop.call_later(limit, check)
                 try:
                     return await anext(chunks)
                 finally:
-                    timers[-1].cancel()
+                    timer.cancel()
         except StopAsyncIteration:
             return None
         except TimeoutError as exc:
             waited = loop.time() - began
-            raise Stalled(self.download.key, f"{source}: nothing for {waited:.3g} s") from exc
+            raise Stalled(self.download.key, f"peer: nothing for {waited:.3g} s") from exc
 
     def _store(self, lease: _Lease, chunk: bytes, *, open_ended: bool) -> bool:
         """Write ``chunk`` at the leased part's position. An open-ended response runs on into

@@ -142,7 +142,7 @@ class Enforcer:
         for r in p.rules:
             for path in r.keys:
                 if path not in keys:
-                    keys[path] = _load_key(path)
+                    keys[path] = load_key_file(path)
             rules.append(_rule(r))
         registry = p.registry or f"localhost:{settings.port}"
         c = settings.cache
@@ -173,15 +173,16 @@ class Enforcer:
             verdict = evaluate(rule, (), Identity(name), str(digest), ())
             self.metrics.policy_verdicts.labels(_outcome(verdict)).inc()
             return verdict
-        if signature_layers(payload) is not None:
-            verdict = Verdict(True, "a signature manifest (runs nothing)", rule.repositories)
-            self.metrics.policy_verdicts.labels("signature-artifact").inc()
-            return verdict
         where = signatures_in or name
         key = (name, str(digest), f"{tag or ''}@{where}")
         cached = self._fresh.get(key)
         if cached is not None:
-            return cached
+            return cached  # before any parsing: this is every pull of a signed image
+        if signature_layers(payload) is not None:
+            verdict = Verdict(True, "a signature manifest (runs nothing)", rule.repositories)
+            self._fresh[key] = verdict
+            self.metrics.policy_verdicts.labels("signature-artifact").inc()
+            return verdict
         try:
             image = self.image(name, tag, digest)
         except InvalidIdentity as exc:
@@ -275,7 +276,8 @@ def _rule(r: PolicyRuleSettings) -> PolicyRule:
     )
 
 
-def _load_key(path: str) -> PublicKey:
+def load_key_file(path: str) -> PublicKey:
+    """The public key in the PEM file ``path``; ConfigError saying why not."""
     try:
         with open(path, "rb") as f:
             return load_public_key(f.read())
